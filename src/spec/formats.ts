@@ -1,0 +1,63 @@
+/**
+ * Value formats shared by the spec schema: Kubernetes names and quantities, libpq settings.
+ * Each check carries the wording users see when a value does not fit.
+ */
+import { z } from 'zod';
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** The regular expression Kubernetes uses for resource.Quantity. */
+export const QUANTITY = /^[+]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$/;
+
+/** A DNS-1123 label (lower-case letters, digits, '-'), at most `max` characters. */
+export function dnsLabel(max = 63) {
+  return z
+    .string()
+    .max(max, { message: `must be at most ${max} characters (a DNS-1123 label)` })
+    .regex(DNS1123_LABEL, {
+      message: 'must be a DNS-1123 label (lower-case letters, digits and "-", starting and ending with a letter or digit)',
+    });
+}
+
+/** A DNS-1123 subdomain, as Kubernetes requires for Secret and ConfigMap names. */
+export function dnsSubdomain() {
+  return z
+    .string()
+    .max(253, { message: 'must be at most 253 characters (a DNS-1123 subdomain)' })
+    .regex(DNS1123_SUBDOMAIN, {
+      message: 'must be a DNS-1123 subdomain (lower-case letters, digits, "-" and ".", e.g. db-migration-secrets)',
+    });
+}
+
+/** A Kubernetes quantity such as 256Mi, 1Gi, 250m or 2. */
+export function quantity(example: string) {
+  return z.string().regex(QUANTITY, { message: `must be a Kubernetes quantity (e.g. ${example})` });
+}
+
+const SUFFIX: Record<string, number> = {
+  '': 1, n: 1e-9, u: 1e-6, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
+  Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
+};
+
+/** The value of a Kubernetes quantity as a plain number (bytes for sizes, cores for CPU). */
+export function quantityValue(q: string): number {
+  const m = /^\+?([0-9.]+)(.*)$/.exec(q);
+  if (!m || !QUANTITY.test(q)) throw new Error(`not a Kubernetes quantity: ${q}`);
+  const [, num, suffix] = m;
+  if (/^[eE]/.test(suffix)) return Number(num + suffix);
+  return Number(num) * SUFFIX[suffix];
+}
+
+export function positiveInt(what = 'a whole number greater than 0') {
+  return z.number({ message: `must be ${what}` }).int({ message: `must be ${what}` }).positive({ message: `must be ${what}` });
+}
+
+export function nonNegativeInt(what = 'a whole number, 0 or more') {
+  return z.number({ message: `must be ${what}` }).int({ message: `must be ${what}` }).nonnegative({ message: `must be ${what}` });
+}
+
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+
+/** Options that would put a password or a full connection string on a command line. */
+export const FORBIDDEN_EXTRA_ARG = /(^|=|\s)(-W|--password)\b|password=|:\/\/[^/@\s]*:[^/@\s]*@|^(-d|--dbname)(=|$)|^(-h|--host|-p|--port|-U|--username)(=|$)/i;

@@ -1,0 +1,160 @@
+/**
+ * The runtime config: what the runner reads from the `<name>-config` ConfigMap (or, on a workstation, what
+ * `migrate` builds from the spec). It is the spec with defaults merged into every database, passwords replaced
+ * by the names of the environment variables that carry them, and CA certificates by file paths. It holds no
+ * secret value, and the runner re-validates it with this schema so a hand-edited ConfigMap is checked too.
+ */
+import { z } from 'zod';
+import { quantityValue, SSL_MODES } from './formats';
+import { imageReference } from './image';
+import type { DatabaseSpec, MigrationSpec, SecretKeyRef } from './schema';
+import { migrationSpecSchema } from './schema';
+
+/** Where things live inside the Job's container. */
+export const CONTAINER_PATHS = {
+  config: '/etc/db-migration/config',
+  configFile: '/etc/db-migration/config/config.json',
+  runnerDir: '/opt/db-migration',
+  runner: '/opt/db-migration/runner.js',
+  entrypoint: '/opt/db-migration/entrypoint.sh',
+  dumps: '/var/lib/db-migration/dumps',
+  logs: '/var/log/db-migration',
+  tmp: '/tmp',
+  tls: '/etc/db-migration/tls',
+  terminationLog: '/dev/termination-log',
+} as const;
+
+const resolvedEndpointSchema = z.strictObject({
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535),
+  database: z.string().min(1),
+  username: z.string().min(1),
+  sslmode: z.enum(SSL_MODES),
+  passwordEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/),
+  caCertFile: z.string().min(1).optional(),
+});
+
+export const runtimeConfigSchema = z.strictObject({
+  apiVersion: z.literal('db-migration/v1'),
+  kind: z.literal('RuntimeConfig'),
+  name: z.string().min(1),
+  namespace: z.string().min(1),
+  image: z.string().min(1),
+  migration: migrationSpecSchema.shape.migration.unwrap().required(),
+  storage: z.strictObject({ dumpsBytes: z.number().positive(), logsBytes: z.number().positive() }),
+  paths: z.strictObject({
+    dumps: z.string().min(1),
+    logs: z.string().min(1),
+    tmp: z.string().min(1),
+    terminationLog: z.string().min(1).optional(),
+  }),
+  databases: z.array(z.strictObject({
+    name: z.string().min(1),
+    enabled: z.boolean(),
+    source: resolvedEndpointSchema,
+    destination: resolvedEndpointSchema,
+  })).min(1),
+});
+
+export type RuntimeConfig = z.infer<typeof runtimeConfigSchema>;
+export type ResolvedEndpoint = z.infer<typeof resolvedEndpointSchema>;
+export type RuntimeDatabase = RuntimeConfig['databases'][number];
+export type Side = 'source' | 'destination';
+
+/** A password or CA certificate the Job must read from a Secret. */
+export interface SecretUse {
+  readonly database: string;
+  readonly side: Side;
+  readonly kind: 'password' | 'caCert';
+  readonly ref: SecretKeyRef;
+  /** Environment variable (passwords) or file path (CA certificates) the runner reads it from. */
+  readonly target: string;
+}
+
+/** The environment variable that carries a database's password for one side. */
+export function passwordEnvName(database: string, side: Side): string {
+  return `DBM_${database.toUpperCase().replace(/-/g, '_')}_${side === 'source' ? 'SOURCE' : 'DEST'}_PASSWORD`;
+}
+
+/** Where a CA certificate from a Secret is mounted (one directory per Secret, one file per key). */
+export function caCertPath(ref: SecretKeyRef, tlsDir: string = CONTAINER_PATHS.tls): string {
+  return `${tlsDir}/${ref.secret}/${ref.key}`;
+}
+
+/** Endpoint of one side, with defaults merged in. Assumes the spec passed cross-field checks. */
+export function mergedEndpoint(spec: MigrationSpec, db: DatabaseSpec, side: Side) {
+  const merged = { ...spec.defaults[side], ...stripUndefined(db[side]) };
+  return merged as typeof merged & { host: string; username: string; password: SecretKeyRef };
+}
+
+/** Every Secret value the Job needs, with where it goes. */
+export function secretUses(spec: MigrationSpec, tlsDir: string = CONTAINER_PATHS.tls): SecretUse[] {
+  const uses: SecretUse[] = [];
+  for (const db of spec.databases.filter((d) => d.enabled)) {
+    for (const side of ['source', 'destination'] as const) {
+      const ep = mergedEndpoint(spec, db, side);
+      uses.push({ database: db.name, side, kind: 'password', ref: ep.password, target: passwordEnvName(db.name, side) });
+      if (ep.caCert && needsCa(ep.sslmode)) {
+        uses.push({ database: db.name, side, kind: 'caCert', ref: ep.caCert, target: caCertPath(ep.caCert, tlsDir) });
+      }
+    }
+  }
+  return uses;
+}
+
+export function needsCa(sslmode: string): boolean {
+  return sslmode === 'verify-ca' || sslmode === 'verify-full';
+}
+
+export interface RuntimePathOverrides {
+  readonly dumps?: string;
+  readonly logs?: string;
+  readonly tmp?: string;
+  readonly tls?: string;
+  readonly terminationLog?: string;
+}
+
+/** Builds the runtime config from a validated spec. Container paths unless overridden (workstation runs). */
+export function toRuntimeConfig(spec: MigrationSpec, paths: RuntimePathOverrides = {}): RuntimeConfig {
+  const tls = paths.tls ?? CONTAINER_PATHS.tls;
+  const endpoint = (db: DatabaseSpec, side: Side) => {
+    const ep = mergedEndpoint(spec, db, side);
+    return {
+      host: ep.host,
+      port: ep.port,
+      database: ep.database,
+      username: ep.username,
+      sslmode: ep.sslmode,
+      passwordEnv: passwordEnvName(db.name, side),
+      ...(ep.caCert && needsCa(ep.sslmode) ? { caCertFile: caCertPath(ep.caCert, tls) } : {}),
+    };
+  };
+  return {
+    apiVersion: 'db-migration/v1',
+    kind: 'RuntimeConfig',
+    name: spec.name,
+    namespace: spec.namespace,
+    image: imageReference(spec.image),
+    migration: spec.migration,
+    storage: {
+      dumpsBytes: quantityValue(spec.job.storage.dumps),
+      logsBytes: quantityValue(spec.job.storage.logs),
+    },
+    paths: {
+      dumps: paths.dumps ?? CONTAINER_PATHS.dumps,
+      logs: paths.logs ?? CONTAINER_PATHS.logs,
+      tmp: paths.tmp ?? CONTAINER_PATHS.tmp,
+      ...(paths.terminationLog !== undefined ? { terminationLog: paths.terminationLog } : { terminationLog: CONTAINER_PATHS.terminationLog }),
+    },
+    databases: spec.databases.map((db) => ({
+      name: db.name,
+      enabled: db.enabled,
+      source: endpoint(db, 'source'),
+      destination: endpoint(db, 'destination'),
+    })),
+  };
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,129 @@
+/**
+ * Throwaway PostgreSQL servers for tests: initdb into a temp dir, loopback only, a free port, password
+ * (scram-sha-256) auth for everyone, a superuser `postgres`. Runs the server as the `postgres` OS user when
+ * the tests run as root (initdb refuses root).
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Client } from 'pg';
+
+const run = promisify(execFile);
+
+export const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
+export const SUPERUSER = 'postgres';
+
+export interface PgServer {
+  readonly host: string;
+  readonly port: number;
+  readonly superuser: string;
+  readonly superPassword: string;
+  readonly dataDir: string;
+  /** Runs SQL as the superuser (simple query protocol: several statements allowed); returns the last result's rows. */
+  query<T = Record<string, unknown>>(sql: string, database?: string): Promise<T[]>;
+  /** Runs a SQL file with psql as the superuser, ON_ERROR_STOP. */
+  psqlFile(file: string, database?: string, env?: Record<string, string>): Promise<void>;
+  /** Creates a login role with a password (and optional attributes such as CREATEDB). */
+  createRole(name: string, password: string, attributes?: string): Promise<void>;
+  stop(mode?: 'fast' | 'immediate'): Promise<void>;
+  start(): Promise<void>;
+  /** Stops the server and removes its data directory. */
+  destroy(): Promise<void>;
+}
+
+const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+function asPostgres(cmd: string, args: string[]): [string, string[]] {
+  return asRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startPgServer(opts: { name?: string; settings?: Record<string, string> } = {}): Promise<PgServer> {
+  const root = mkdtempSync(join(tmpdir(), `dbm-${opts.name ?? 'pg'}-`));
+  const dataDir = join(root, 'data');
+  const superPassword = `super-${Math.random().toString(36).slice(2)}-pw`;
+  const pwFile = join(root, 'pw');
+  writeFileSync(pwFile, `${superPassword}\n`, { mode: 0o600 });
+  if (asRoot) {
+    chmodSync(root, 0o755);
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+    chownSync(root, uid, gid);
+    chownSync(pwFile, uid, gid);
+  }
+  const [initCmd, initArgs] = asPostgres(join(PG_BIN, 'initdb'), [
+    '-D', dataDir, '-U', SUPERUSER, '--pwfile', pwFile, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C.UTF-8', '-N',
+  ]);
+  await run(initCmd, initArgs);
+  rmSync(pwFile);
+  const port = await freePort();
+  const settings: Record<string, string> = {
+    listen_addresses: "'127.0.0.1'",
+    port: String(port),
+    unix_socket_directories: "''",
+    fsync: 'off',
+    synchronous_commit: 'off',
+    full_page_writes: 'off',
+    max_connections: '60',
+    ...opts.settings,
+  };
+  appendFileSync(join(dataDir, 'postgresql.conf'), Object.entries(settings).map(([k, v]) => `${k} = ${v}\n`).join(''));
+  writeFileSync(join(dataDir, 'pg_hba.conf'), 'host all all 127.0.0.1/32 scram-sha-256\n');
+
+  const logFile = join(root, 'server.log');
+  const pgCtl = (...args: string[]) => {
+    const [cmd, a] = asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', dataDir, ...args]);
+    return run(cmd, a);
+  };
+  const start = async () => { await pgCtl('-l', logFile, '-w', '-t', '60', 'start'); };
+  await start();
+
+  const server: PgServer = {
+    host: '127.0.0.1',
+    port,
+    superuser: SUPERUSER,
+    superPassword,
+    dataDir,
+    async query<T>(sql: string, database = 'postgres') {
+      const client = new Client({ host: '127.0.0.1', port, user: SUPERUSER, password: superPassword, database });
+      await client.connect();
+      try {
+        const res = await client.query(sql);
+        const last = Array.isArray(res) ? res[res.length - 1] : res;
+        return (last?.rows ?? []) as T[];
+      } finally {
+        await client.end();
+      }
+    },
+    async psqlFile(file, database = 'postgres', env = {}) {
+      await run(join(PG_BIN, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(port), '-U', SUPERUSER, '-d', database, '-f', file], {
+        env: { ...process.env, PGPASSWORD: superPassword, PGOPTIONS: '-c client_min_messages=WARNING', ...env },
+        maxBuffer: 64 * 1024 * 1024,
+      });
+    },
+    async createRole(name, password, attributes = '') {
+      await server.query(`CREATE ROLE "${name}" LOGIN PASSWORD '${password.replace(/'/g, "''")}' ${attributes}`);
+    },
+    async stop(mode = 'fast') { await pgCtl('-m', mode, '-w', 'stop'); },
+    start,
+    async destroy() {
+      await pgCtl('-m', 'immediate', '-w', 'stop').catch(() => undefined);
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+  return server;
+}
