@@ -1,0 +1,93 @@
+/**
+ * The `db-migration` command: synth, validate, images, migrate.
+ */
+import { parseArgs } from 'node:util';
+import { CliError, EXIT, processIo, type Io } from './context';
+import { imagesCommand } from './images';
+import { synthCommand } from './synth';
+import { validateCommand } from './validate';
+
+const USAGE = `db-migration: move PostgreSQL databases between servers with a Kubernetes Job
+
+Usage:
+  db-migration synth    [--spec migration.yaml] [--out dist]   validate, then write the manifests to dist/ (whole or not at all)
+  db-migration validate [--spec migration.yaml]                check the spec and print what would be generated
+  db-migration images   [--spec migration.yaml]                print every image reference (for mirroring)
+  db-migration migrate  [--spec migration.yaml] --secrets secrets.yaml [--work-dir DIR]
+                        [--dry-run] [--verbose] [--log-format text|json] [--bin-dir DIR]
+                                                               run the migration from this machine
+
+Exit codes: 0 success, 1 migration failed, 2 invalid spec or arguments.
+`;
+
+export async function main(argv: string[], io: Io = processIo): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+      io.out(USAGE);
+      return command === undefined ? EXIT.usage : EXIT.ok;
+    }
+    const { values } = parseCommandArgs(rest);
+    if (values.help) {
+      io.out(USAGE);
+      return EXIT.ok;
+    }
+    const spec = values.spec ?? 'migration.yaml';
+    switch (command) {
+      case 'synth':
+        return synthCommand({ spec, out: values.out }, io);
+      case 'validate':
+        return validateCommand({ spec }, io);
+      case 'images':
+        return imagesCommand({ spec }, io);
+      case 'migrate': {
+        const { migrateCommand } = await import('./migrate');
+        return await migrateCommand({
+          spec,
+          secrets: values.secrets,
+          workDir: values['work-dir'],
+          dryRun: values['dry-run'],
+          verbose: values.verbose,
+          logFormat: values['log-format'],
+          binDir: values['bin-dir'],
+        }, io);
+      }
+      default:
+        throw new CliError(`unknown command "${command}" (commands: synth, validate, images, migrate; see --help)`, EXIT.usage);
+    }
+  } catch (err) {
+    if (err instanceof CliError) {
+      io.err(err.message.startsWith('❌') || err.message.includes('\n') ? err.message : `❌ ${err.message}`);
+      return err.exitCode;
+    }
+    io.err(`❌ unexpected error: ${(err as Error).stack ?? String(err)}`);
+    return EXIT.failed;
+  }
+}
+
+function parseCommandArgs(args: string[]) {
+  try {
+    return parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        spec: { type: 'string' },
+        out: { type: 'string' },
+        secrets: { type: 'string' },
+        'work-dir': { type: 'string' },
+        'dry-run': { type: 'boolean' },
+        verbose: { type: 'boolean' },
+        'log-format': { type: 'string' },
+        'bin-dir': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new CliError(`${(err as Error).message} (see --help)`, EXIT.usage);
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+}

@@ -1,0 +1,88 @@
+/**
+ * `db-migration migrate`: runs the same runner the Job runs, from this machine. Passwords come from a file of
+ * the Secret manifests the operator applies to the cluster, so each `{ secret, key }` reference resolves
+ * exactly as it will in the Job; they reach the runner through its environment only.
+ */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { runMigration } from '../runner/migrate';
+import { runtimeConfigSchema, secretUses, toRuntimeConfig } from '../spec/runtime-config';
+import { CliError, EXIT, loadSpecOrExplain, type Io } from './context';
+import { loadSecretsFile, resolveSecret, SecretsFileError } from './secrets-file';
+
+export interface MigrateOptions {
+  readonly spec: string;
+  /** File of Secret manifests (data or stringData). Required. */
+  readonly secrets?: string;
+  /** @default - a new temporary directory */
+  readonly workDir?: string;
+  /** @default - the spec's migration.dryRun */
+  readonly dryRun?: boolean;
+  /** @default - the spec's migration.verbose */
+  readonly verbose?: boolean;
+  /** @default - the spec's migration.logFormat */
+  readonly logFormat?: string;
+  /** Directory holding pg_dump and pg_restore. @default - found on PATH */
+  readonly binDir?: string;
+}
+
+export async function migrateCommand(opts: MigrateOptions, io: Io): Promise<number> {
+  const spec = loadSpecOrExplain(opts.spec);
+  if (!opts.secrets) {
+    throw new CliError('migrate needs --secrets FILE: a YAML file of the Secret manifests the spec refers to (data or stringData)', EXIT.usage);
+  }
+  if (opts.logFormat !== undefined && opts.logFormat !== 'text' && opts.logFormat !== 'json') {
+    throw new CliError(`--log-format must be text or json (got "${opts.logFormat}")`, EXIT.usage);
+  }
+  const workDir = resolve(opts.workDir ?? mkdtempSync(join(tmpdir(), 'db-migration-')));
+  const paths = {
+    dumps: join(workDir, 'dumps'),
+    logs: join(workDir, 'logs'),
+    tmp: join(workDir, 'tmp'),
+    tls: join(workDir, 'tls'),
+    terminationLog: join(workDir, 'termination-log'),
+  };
+  for (const dir of [paths.dumps, paths.logs, paths.tmp]) mkdirSync(dir, { recursive: true, mode: 0o700 });
+
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  try {
+    const store = loadSecretsFile(opts.secrets, spec.namespace);
+    for (const use of secretUses(spec, paths.tls)) {
+      const value = resolveSecret(store, use.ref, opts.secrets);
+      if (use.kind === 'password') {
+        env[use.target] = value;
+      } else {
+        mkdirSync(dirname(use.target), { recursive: true, mode: 0o700 });
+        writeFileSync(use.target, value, { mode: 0o600 });
+      }
+    }
+  } catch (err) {
+    if (err instanceof SecretsFileError) throw new CliError(err.message, EXIT.usage);
+    throw err;
+  }
+
+  const base = toRuntimeConfig(spec, paths);
+  const config = runtimeConfigSchema.parse({
+    ...base,
+    migration: {
+      ...base.migration,
+      ...(opts.dryRun ? { dryRun: true } : {}),
+      ...(opts.verbose ? { verbose: true } : {}),
+      ...(opts.logFormat ? { logFormat: opts.logFormat } : {}),
+    },
+  });
+  io.err(`ℹ️ work directory: ${workDir} (dumps, logs/migration.log, logs/summary.json)`);
+
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => abort.abort(new Error(`received ${signal}`));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const summary = await runMigration(config, { env, binDir: opts.binDir, signal: abort.signal });
+    return summary.ok ? EXIT.ok : EXIT.failed;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * `db-migration validate`: check the spec and print what would be generated, without writing anything.
+ */
+import { imageReference } from '../spec/image';
+import { mergedEndpoint, secretUses, CONTAINER_PATHS } from '../spec/runtime-config';
+import { loadSpecOrExplain, type Io } from './context';
+
+export function validateCommand(opts: { spec: string }, io: Io): number {
+  const spec = loadSpecOrExplain(opts.spec);
+  const enabled = spec.databases.filter((d) => d.enabled);
+  io.out(`✅ ${opts.spec} is valid: ${enabled.length} of ${spec.databases.length} databases enabled, namespace ${spec.namespace}`);
+  io.out('');
+  io.out('Databases:');
+  for (const db of spec.databases) {
+    const s = mergedEndpoint(spec, db, 'source');
+    const d = mergedEndpoint(spec, db, 'destination');
+    const mark = db.enabled ? '  ' : '  (disabled) ';
+    io.out(`${mark}${db.name}: ${s.username}@${s.host}:${s.port}/${s.database} [${s.sslmode}] -> ${d.username}@${d.host}:${d.port}/${d.database} [${d.sslmode}]`);
+  }
+  io.out('');
+  io.out('Images:');
+  io.out(`  ${imageReference(spec.image)} (pull ${spec.image.pullPolicy}${spec.image.pullSecrets.length ? `, secrets ${spec.image.pullSecrets.join(', ')}` : ''})`);
+  io.out('');
+  io.out('Volumes:');
+  io.out(`  dumps  emptyDir ${spec.job.storage.dumps} at ${CONTAINER_PATHS.dumps}`);
+  io.out(`  logs   emptyDir ${spec.job.storage.logs} at ${CONTAINER_PATHS.logs}`);
+  io.out(`  tmp    emptyDir ${spec.job.storage.tmp} at ${CONTAINER_PATHS.tmp}`);
+  io.out('');
+  io.out('Secrets the Job reads (must exist in the namespace):');
+  const bySecret = new Map<string, Set<string>>();
+  for (const use of secretUses(spec)) {
+    const keys = bySecret.get(use.ref.secret) ?? new Set<string>();
+    keys.add(use.ref.key);
+    bySecret.set(use.ref.secret, keys);
+  }
+  for (const [secret, keys] of bySecret) io.out(`  ${secret}: ${[...keys].join(', ')}`);
+  io.out('');
+  io.out('Objects:');
+  io.out(`  ServiceAccount/${spec.name}, ConfigMap/${spec.name}-script, ConfigMap/${spec.name}-config, ${spec.job.networkPolicy.enabled ? `NetworkPolicy/${spec.name}, ` : ''}Job/${spec.name}`);
+  io.out(`  Job: deadline ${spec.job.activeDeadlineSeconds}s, backoffLimit ${spec.job.backoffLimit}, TTL ${spec.job.ttlSecondsAfterFinished}s${spec.migration.dryRun ? ', DRY RUN (no data moves)' : ''}`);
+  return 0;
+}
