@@ -89,12 +89,13 @@ function editDistance(a: string, b: string): number {
 export function describeIssue(issue: z.core.$ZodIssue): string {
   // Never echo a value given where a password belongs: it may be the password itself.
   const secret = issue.path.some((p) => /password|cacert/i.test(String(p)));
-  const input = secret ? undefined : (issue as { input?: unknown }).input;
+  const rawInput = (issue as { input?: unknown }).input;
+  const input = secret ? undefined : rawInput;
   const hasInput = 'input' in issue;
   switch (issue.code) {
     case 'invalid_type':
-      if (!hasInput || input === undefined) return `is required (${expectedText(issue.expected)})`;
-      if (issue.message && !issue.message.startsWith('Invalid input')) return issue.message;
+      if (!hasInput || rawInput === undefined) return `is required (${expectedText(issue.expected)})`;
+      if (issue.message && !issue.message.startsWith('Invalid input')) return secret ? issue.message : withGot(issue.message, input);
       return `must be ${expectedText(issue.expected)}${secret ? '' : ` (got ${describeValue(input)})`}`;
     case 'invalid_value':
       return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}${secret ? '' : ` (got ${describeValue(input)})`}`;

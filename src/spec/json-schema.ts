@@ -3,18 +3,12 @@
  * use the YAML language server (`# yaml-language-server: $schema=./migration.schema.json`).
  */
 import { z } from 'zod';
-import { migrationSpecSchema, passwordRef, secretKeyRef } from './schema';
+import { migrationSpecSchema } from './schema';
 
 export function specJsonSchema(): Record<string, unknown> {
-  const refSchema = z.toJSONSchema(secretKeyRef, { io: 'input' }) as Record<string, unknown>;
-  delete refSchema.$schema;
   const schema = z.toJSONSchema(migrationSpecSchema, {
     io: 'input',
     target: 'draft-7',
-    override: (ctx) => {
-      // The password check is code (it refuses literals with a helpful message); to editors it is a Secret ref.
-      if (ctx.zodSchema === passwordRef) Object.assign(ctx.jsonSchema, refSchema);
-    },
   }) as Record<string, unknown>;
   return {
     ...schema,

@@ -18,19 +18,15 @@ export const secretKeyRef = z.strictObject({
     .describe('Key inside that Secret.'),
 }).describe('Reference to a key of an existing Kubernetes Secret: { secret: NAME, key: KEY }.');
 
-export const passwordRef = z.unknown().superRefine((value, ctx) => {
-  if (typeof value === 'string' || typeof value === 'number') {
-    ctx.addIssue({
-      code: 'custom',
-      message: 'a literal password is not allowed (passwords come only from Kubernetes Secrets: use { secret: NAME, key: KEY })',
-    });
-    return;
-  }
-  const parsed = secretKeyRef.safeParse(value);
-  if (!parsed.success) {
-    for (const issue of parsed.error.issues) ctx.addIssue(issue as Parameters<typeof ctx.addIssue>[0]);
-  }
-}).transform((v) => v as z.infer<typeof secretKeyRef>);
+const LITERAL_PASSWORD =
+  'a literal password is not allowed (passwords come only from Kubernetes Secrets: use { secret: NAME, key: KEY })';
+
+/** A password: a Secret reference. A literal string is refused with a message that shows the right form. */
+export const passwordRef = z.strictObject(secretKeyRef.shape, {
+  error: (issue) => (issue.code === 'invalid_type' && (typeof issue.input === 'string' || typeof issue.input === 'number')
+    ? LITERAL_PASSWORD
+    : undefined),
+}).describe('Password: a { secret, key } reference to an existing Secret, never a literal.');
 
 /** Connection settings of one server; every field may also come from `defaults`. */
 const endpointFields = {
