@@ -1,0 +1,167 @@
+/**
+ * `<name>`: the Job that runs the migration once.
+ *
+ * Built on the low-level 1.28 `KubeJob`, not cdk8s-plus's `Job`: cdk8s-plus fills in opinions of its own
+ * (default CPU/memory requests and limits, `imagePullPolicy: Always`, `fsGroupChangePolicy`, `dnsPolicy`,
+ * `hostNetwork: false`, a `cdk8s.io/metadata.addr` pod label, ...) and cannot express others we need
+ * (`terminationMessagePolicy`, pod-level `seccompProfile`). Undoing each default with JSON patches would tie
+ * the output to cdk8s-plus internals; here every field in the YAML is one we chose, from the spec.
+ */
+import { Construct } from 'constructs';
+import * as k8s from '../../imports/k8s';
+import { imageReference } from '../spec/image';
+import { CONTAINER_PATHS, secretUses } from '../spec/runtime-config';
+import type { MigrationSpec } from '../spec/schema';
+import { migrationLabels, resourceNames } from './labels';
+
+/** Pod template annotations that change when the runner or its config does, so `kubectl diff` shows it. */
+export const RUNNER_SHA256_ANNOTATION = 'db-migration/runner-sha256';
+export const CONFIG_SHA256_ANNOTATION = 'db-migration/config-sha256';
+
+/** Read-only for everyone: the container runs as an arbitrary non-root UID. */
+const READ_ONLY_MODE = 0o444;
+
+export interface MigrationJobProps {
+  /** The validated migration spec. */
+  readonly spec: MigrationSpec;
+  /** Name of the ConfigMap holding runner.js and entrypoint.sh. */
+  readonly scriptConfigMapName: string;
+  /** Name of the ConfigMap holding config.json. */
+  readonly runtimeConfigMapName: string;
+  /** Name of the ServiceAccount the pod runs as. */
+  readonly serviceAccountName: string;
+  /** Hex sha256 of runner.js, shown as a pod template annotation. */
+  readonly runnerSha256: string;
+  /** Hex sha256 of config.json, shown as a pod template annotation. */
+  readonly configSha256: string;
+}
+
+export class MigrationJob extends Construct {
+  /** The Job's name. */
+  public readonly name: string;
+  /** The underlying object, for escape hatches. */
+  public readonly apiObject: k8s.KubeJob;
+
+  constructor(scope: Construct, id: string, props: MigrationJobProps) {
+    super(scope, id);
+    const { spec } = props;
+    const job = spec.job;
+    this.name = resourceNames(spec).job;
+    const labels = migrationLabels(spec, 'job');
+
+    const uses = secretUses(spec);
+    const passwordEnv: k8s.EnvVar[] = uniqueBy(uses.filter((u) => u.kind === 'password'), (u) => u.target)
+      .map((u) => ({ name: u.target, valueFrom: { secretKeyRef: { name: u.ref.secret, key: u.ref.key, optional: false } } }));
+
+    // One volume per Secret holding CA certificates, projecting only the keys in use, at tls/<secret>/<key>.
+    const caKeysBySecret = new Map<string, Set<string>>();
+    for (const u of uses.filter((x) => x.kind === 'caCert')) {
+      caKeysBySecret.set(u.ref.secret, (caKeysBySecret.get(u.ref.secret) ?? new Set()).add(u.ref.key));
+    }
+    const caSecrets = [...caKeysBySecret.keys()].sort();
+    const caVolumes: k8s.Volume[] = caSecrets.map((secret, i) => ({
+      name: `ca-${i}`,
+      secret: {
+        secretName: secret,
+        items: [...caKeysBySecret.get(secret)!].sort().map((key) => ({ key, path: key })),
+        defaultMode: READ_ONLY_MODE,
+        optional: false,
+      },
+    }));
+    const caMounts: k8s.VolumeMount[] = caSecrets.map((secret, i) => ({
+      name: `ca-${i}`, mountPath: `${CONTAINER_PATHS.tls}/${secret}`, readOnly: true,
+    }));
+
+    const quantity = (q: string) => k8s.Quantity.fromString(q);
+    const container: k8s.Container = {
+      name: 'runner',
+      image: imageReference(spec.image),
+      imagePullPolicy: spec.image.pullPolicy,
+      command: ['/bin/sh', CONTAINER_PATHS.entrypoint],
+      env: [
+        // The root filesystem is read-only; tools that write to $HOME (psql history, npm caches) use /tmp.
+        { name: 'HOME', value: CONTAINER_PATHS.tmp },
+        // Empty overrides an image-level NODE_OPTIONS (the entrypoint also unsets it).
+        { name: 'NODE_OPTIONS', value: '' },
+        ...passwordEnv,
+      ],
+      resources: {
+        requests: { cpu: quantity(job.resources.requests.cpu), memory: quantity(job.resources.requests.memory) },
+        limits: { cpu: quantity(job.resources.limits.cpu), memory: quantity(job.resources.limits.memory) },
+      },
+      securityContext: {
+        allowPrivilegeEscalation: false,
+        readOnlyRootFilesystem: true,
+        runAsNonRoot: true,
+        capabilities: { drop: ['ALL'] },
+        seccompProfile: { type: 'RuntimeDefault' },
+      },
+      volumeMounts: [
+        { name: 'dumps', mountPath: CONTAINER_PATHS.dumps },
+        { name: 'logs', mountPath: CONTAINER_PATHS.logs },
+        { name: 'tmp', mountPath: CONTAINER_PATHS.tmp },
+        { name: 'script', mountPath: CONTAINER_PATHS.runnerDir, readOnly: true },
+        { name: 'config', mountPath: CONTAINER_PATHS.config, readOnly: true },
+        ...caMounts,
+      ],
+      terminationMessagePath: CONTAINER_PATHS.terminationLog,
+      // The runner writes its summary there; if it dies before that, the log tail explains why.
+      terminationMessagePolicy: 'FallbackToLogsOnError',
+    };
+
+    const volumes: k8s.Volume[] = [
+      { name: 'dumps', emptyDir: { sizeLimit: quantity(job.storage.dumps) } },
+      { name: 'logs', emptyDir: { sizeLimit: quantity(job.storage.logs) } },
+      { name: 'tmp', emptyDir: { sizeLimit: quantity(job.storage.tmp) } },
+      { name: 'script', configMap: { name: props.scriptConfigMapName, defaultMode: READ_ONLY_MODE } },
+      { name: 'config', configMap: { name: props.runtimeConfigMapName, defaultMode: READ_ONLY_MODE } },
+      ...caVolumes,
+    ];
+
+    this.apiObject = new k8s.KubeJob(this, 'Resource', {
+      metadata: { name: this.name, labels },
+      spec: {
+        activeDeadlineSeconds: job.activeDeadlineSeconds,
+        backoffLimit: job.backoffLimit,
+        ttlSecondsAfterFinished: job.ttlSecondsAfterFinished,
+        template: {
+          metadata: {
+            labels,
+            annotations: {
+              ...job.annotations,
+              [RUNNER_SHA256_ANNOTATION]: props.runnerSha256,
+              [CONFIG_SHA256_ANNOTATION]: props.configSha256,
+            },
+          },
+          spec: {
+            restartPolicy: 'Never',
+            serviceAccountName: props.serviceAccountName,
+            automountServiceAccountToken: false,
+            imagePullSecrets: nonEmpty(spec.image.pullSecrets.map((name) => ({ name }))),
+            securityContext: {
+              runAsNonRoot: true,
+              runAsUser: job.securityContext.runAsUser,
+              runAsGroup: job.securityContext.runAsGroup,
+              fsGroup: job.securityContext.fsGroup,
+              seccompProfile: { type: 'RuntimeDefault' },
+            },
+            nodeSelector: Object.keys(job.nodeSelector).length > 0 ? job.nodeSelector : undefined,
+            tolerations: nonEmpty(job.tolerations),
+            priorityClassName: job.priorityClassName,
+            containers: [container],
+            volumes,
+          },
+        },
+      },
+    });
+  }
+}
+
+function nonEmpty<T>(items: readonly T[]): T[] | undefined {
+  return items.length > 0 ? [...items] : undefined;
+}
+
+function uniqueBy<T>(items: readonly T[], key: (t: T) => string): T[] {
+  const seen = new Set<string>();
+  return items.filter((t) => (seen.has(key(t)) ? false : (seen.add(key(t)), true)));
+}

@@ -1,0 +1,103 @@
+/**
+ * The runner as one JavaScript file, so that the Job needs no `npm install` and no image of our own: the bundle
+ * travels in the `<name>-script` ConfigMap and any image with node and the PostgreSQL client tools can run it.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { buildSync } from 'esbuild';
+
+/** Kubernetes rejects a ConfigMap whose data (keys plus values) exceeds 1 MiB. */
+export const CONFIGMAP_DATA_LIMIT_BYTES = 1_048_576;
+
+/** Room kept in the script ConfigMap for everything beside the bundle (entrypoint.sh and the key names). */
+export const SCRIPT_CONFIGMAP_RESERVE_BYTES = 16 * 1024;
+
+export interface RunnerBundle {
+  /** The bundled JavaScript (CommonJS, node 20). */
+  readonly code: string;
+  /** Hex sha256 of `code`. */
+  readonly sha256: string;
+  /** UTF-8 size of `code` in bytes. */
+  readonly bytes: number;
+}
+
+export interface BundleRunnerOptions {
+  /**
+   * The entry point to bundle.
+   * @default - src/runner/main.ts of this package
+   */
+  readonly entryPoint?: string;
+}
+
+const cache = new Map<string, RunnerBundle>();
+
+/** Bundles the runner with esbuild (once per process and entry point). */
+export function bundleRunner(options: BundleRunnerOptions = {}): RunnerBundle {
+  const entryPoint = resolve(options.entryPoint ?? join(packageRoot(), 'src', 'runner', 'main.ts'));
+  const cached = cache.get(entryPoint);
+  if (cached) return cached;
+  if (!existsSync(entryPoint)) {
+    throw new Error(`cannot bundle the runner: ${entryPoint} does not exist (run from a checkout of db-migration, which holds src/)`);
+  }
+  const result = buildSync({
+    entryPoints: [entryPoint],
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    minify: true,
+    sourcemap: false,
+    write: false,
+    logLevel: 'silent',
+    legalComments: 'none',
+    // pg's optional native binding: pg only requires it when `pg.native` is read, which the runner never does.
+    // Kept as a plain require() so the bundle loads in images that do not have it.
+    external: ['pg-native'],
+  });
+  const code = result.outputFiles[0].text;
+  const bytes = Buffer.byteLength(code, 'utf8');
+  const budget = CONFIGMAP_DATA_LIMIT_BYTES - SCRIPT_CONFIGMAP_RESERVE_BYTES;
+  if (bytes > budget) {
+    throw new Error(
+      `the runner bundle is ${bytes} bytes, more than the ${budget} bytes that fit in a ConfigMap beside entrypoint.sh `
+      + `(Kubernetes limit: ${CONFIGMAP_DATA_LIMIT_BYTES} bytes of data); drop a dependency from src/runner or ship the runner in the image`,
+    );
+  }
+  const bundle: RunnerBundle = { code, sha256: sha256Hex(code), bytes };
+  cache.set(entryPoint, bundle);
+  return bundle;
+}
+
+/** Hex sha256 of a UTF-8 string. */
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+/** Fails when the data would exceed what Kubernetes accepts in one ConfigMap (keys plus values). */
+export function assertFitsConfigMap(name: string, data: Record<string, string>): void {
+  const bytes = Object.entries(data).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
+  if (bytes > CONFIGMAP_DATA_LIMIT_BYTES) {
+    const sizes = Object.entries(data).map(([k, v]) => `${k} ${Buffer.byteLength(v)} bytes`).join(', ');
+    throw new Error(
+      `ConfigMap ${name} would hold ${bytes} bytes of data (${sizes}), more than the Kubernetes limit of `
+      + `${CONFIGMAP_DATA_LIMIT_BYTES} bytes; make the runner bundle smaller`,
+    );
+  }
+}
+
+/**
+ * The checkout holding src/runner/main.ts: the nearest directory above this file with db-migration's package.json
+ * and src/ (from src/chart under tsx; from lib/src/chart once compiled, where lib/package.json has no src/ beside it).
+ */
+function packageRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(join(dir, 'src', 'runner')) && existsSync(pkg)
+      && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'db-migration') return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error(`cannot bundle the runner: no db-migration checkout (package.json and src/runner/) above ${__dirname}`);
+    dir = parent;
+  }
+}

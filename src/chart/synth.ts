@@ -1,0 +1,41 @@
+/**
+ * Synthesis in memory: the CLI decides where (and how atomically) the YAML is written.
+ */
+import { App, Yaml } from 'cdk8s';
+import type { MigrationSpec } from '../spec/schema';
+import { MigrationChart } from './migration-chart';
+
+export interface SynthOptions {
+  /**
+   * The runner JavaScript stored in the `<name>-script` ConfigMap.
+   * @default - src/runner/main.ts bundled with esbuild
+   */
+  readonly runnerBundle?: string;
+}
+
+export interface SynthResult {
+  /** Multi-document YAML: ServiceAccount, ConfigMaps, NetworkPolicy (when enabled), Job. */
+  readonly yaml: string;
+  /** The same objects, parsed, in the same order. */
+  readonly objects: Record<string, unknown>[];
+}
+
+/** Apply order: the Job's dependencies first, so `kubectl apply -f` never starts a pod that lacks them. */
+const KIND_ORDER = ['ServiceAccount', 'ConfigMap', 'NetworkPolicy', 'Job'];
+
+export function synthManifests(spec: MigrationSpec, opts: SynthOptions = {}): SynthResult {
+  // App only touches the disk in synth(); toJson() resolves every object in memory.
+  const app = new App({ outdir: '/nonexistent-db-migration-outdir' });
+  const chart = new MigrationChart(app, spec.name, { spec, runnerBundle: opts.runnerBundle });
+  const objects = (chart.toJson() as Record<string, unknown>[])
+    .map((o, i) => ({ o, i }))
+    .sort((a, b) => rank(a.o) - rank(b.o) || a.i - b.i)
+    .map(({ o }) => o);
+  return { yaml: Yaml.stringify(...objects), objects };
+}
+
+function rank(o: Record<string, unknown>): number {
+  const r = KIND_ORDER.indexOf(String(o.kind));
+  if (r < 0) throw new Error(`unexpected object kind ${String(o.kind)} in the chart`);
+  return r;
+}
