@@ -84,7 +84,7 @@ export function caCertPath(ref: SecretKeyRef, tlsDir: string = CONTAINER_PATHS.t
 /** Endpoint of one side, with defaults merged in. Assumes the spec passed cross-field checks. */
 export function mergedEndpoint(spec: MigrationSpec, db: DatabaseSpec, side: Side) {
   const merged = { ...spec.defaults[side], ...stripUndefined(db[side]) };
-  return merged as typeof merged & { host: string; username: string; password: SecretKeyRef };
+  return merged as typeof merged & { host: string; database: string; username: string; password: SecretKeyRef };
 }
 
 /** Every Secret value the Job needs, with where it goes. */

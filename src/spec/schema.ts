@@ -137,6 +137,8 @@ export const migrationSpecSchema = z.strictObject({
       enabled: z.boolean().default(false).describe('When on: no ingress; egress only to the database ports and DNS.'),
     }).prefault({}),
     annotations: z.record(z.string(), z.string()).default({}).describe('Extra annotations on the pod template.'),
+    parallelism: positiveInt().max(100).optional()
+      .describe('Scale out: an Indexed Job whose pods each migrate one database, this many at once. @default - one pod migrates every database'),
   }).prefault({}).describe('How the Kubernetes Job runs.'),
   migration: z.strictObject({
     dryRun: z.boolean().default(false).describe('Pre-flight and plan only; no data moves.'),
@@ -167,7 +169,16 @@ export const migrationSpecSchema = z.strictObject({
       clean: z.boolean().default(false).describe('--clean --if-exists: allow a non-empty destination and replace its objects.'),
       extraArgs: extraArgs.describe('More pg_restore arguments.'),
     }).prefault({}),
-    verify: z.enum(['counts', 'checksums', 'none']).default('counts').describe('How the copy is verified.'),
+    verify: z.enum(['counts', 'checksums', 'none']).default('counts')
+      .describe('counts: row counts, sequences and an object inventory; checksums: also a content checksum of every table; none.'),
+    mode: z.enum(['dump', 'stream']).default('dump')
+      .describe('dump: pg_dump to the dumps volume, then pg_restore; stream: table data streamed source to destination with COPY, nothing on disk.'),
+    copy: z.strictObject({
+      jobs: positiveInt().max(64).default(2).describe('Parallel COPY workers in stream mode.'),
+    }).prefault({}),
+    parallelDatabases: positiveInt().max(16).default(1).describe('Databases migrated at once within one pod.'),
+    roles: z.enum(['none', 'referenced', 'all']).default('none')
+      .describe('Roles created on the destination: none; referenced (owners and grantees of the migrated databases); all.'),
   }).prefault({}).describe('How the runner migrates.'),
   defaults: z.strictObject({
     source: endpointDefaults.prefault({}),
