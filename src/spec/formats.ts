@@ -61,3 +61,20 @@ export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 
 
 /** Options that would put a password or a full connection string on a command line. */
 export const FORBIDDEN_EXTRA_ARG = /(^|=|\s)(-W|--password)\b|password=|:\/\/[^/@\s]*:[^/@\s]*@|^(-d|--dbname)(=|$)|^(-h|--host|-p|--port|-U|--username)(=|$)/i;
+
+const QUALIFIED_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
+
+/** A label or annotation key: an optional DNS prefix and '/', then a name of at most 63 characters. */
+export function qualifiedName() {
+  return z.string().regex(QUALIFIED_NAME, {
+    message: 'must be a Kubernetes label key (optional prefix/, then up to 63 letters, digits, "-", "_" or ".")',
+  });
+}
+
+/** A Kubernetes label value: at most 63 letters, digits, "-", "_" or ".", or empty. */
+export function labelValue() {
+  return z.string().regex(LABEL_VALUE, {
+    message: 'must be a Kubernetes label value (at most 63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit)',
+  });
+}

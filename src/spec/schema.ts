@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import {
-  dnsLabel, dnsSubdomain, FORBIDDEN_EXTRA_ARG, nonNegativeInt, positiveInt, quantity, SSL_MODES,
+  dnsLabel, dnsSubdomain, FORBIDDEN_EXTRA_ARG, labelValue, nonNegativeInt, positiveInt, qualifiedName, quantity, SSL_MODES,
 } from './formats';
 
 /** A key of an existing Kubernetes Secret. The only way a password or certificate enters the spec. */
@@ -97,7 +97,7 @@ export const migrationSpecSchema = z.strictObject({
   $schema: z.string().optional().describe('Path or URL of the JSON Schema, for editors.'),
   name: dnsLabel(40).default('db-migration').describe('Prefix of every resource name (DNS-1123 label).'),
   namespace: dnsLabel(63).describe('Namespace the Job runs in; the Secrets must exist there.'),
-  labels: z.record(z.string(), z.string()).default({}).describe('Extra labels on every object.'),
+  labels: z.record(qualifiedName(), labelValue()).default({}).describe('Extra labels on every object.'),
   image: z.strictObject({
     repository: z.string().min(1).regex(/^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, {
       message: 'must be an image repository such as ghcr.io/org/image (lower case, no tag)',
@@ -125,7 +125,7 @@ export const migrationSpecSchema = z.strictObject({
       logs: quantity('1Gi').default('1Gi').describe('emptyDir size limit for logs.'),
       tmp: quantity('256Mi').default('256Mi').describe('emptyDir size limit for /tmp.'),
     }).prefault({}).describe('emptyDir size limits.'),
-    nodeSelector: z.record(z.string(), z.string()).default({}).describe('Pod nodeSelector.'),
+    nodeSelector: z.record(qualifiedName(), labelValue()).default({}).describe('Pod nodeSelector.'),
     tolerations: z.array(toleration).default([]).describe('Pod tolerations.'),
     priorityClassName: z.string().optional().describe('Pod priorityClassName.'),
     securityContext: z.strictObject({
@@ -136,7 +136,7 @@ export const migrationSpecSchema = z.strictObject({
     networkPolicy: z.strictObject({
       enabled: z.boolean().default(false).describe('When on: no ingress; egress only to the database ports and DNS.'),
     }).prefault({}),
-    annotations: z.record(z.string(), z.string()).default({}).describe('Extra annotations on the pod template.'),
+    annotations: z.record(qualifiedName(), z.string()).default({}).describe('Extra annotations on the pod template.'),
     parallelism: positiveInt().max(100).optional()
       .describe('Scale out: an Indexed Job whose pods each migrate one database, this many at once. @default - one pod migrates every database'),
   }).prefault({}).describe('How the Kubernetes Job runs.'),
