@@ -1,0 +1,541 @@
+/**
+ * The chart: snapshots of the synthesized manifests, exact assertions on the fields that matter, the runner
+ * bundle and its entrypoint, and proof that no secret value reaches the YAML.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { afterAll, describe, expect, it } from 'vitest';
+import { App, Testing } from 'cdk8s';
+import {
+  bundleRunner, CONFIG_SHA256_ANNOTATION, CONFIGMAP_DATA_LIMIT_BYTES, MigrationChart, RUNNER_SHA256_ANNOTATION,
+  sha256Hex, synthManifests,
+} from '../src/chart';
+import { version as packageVersion } from '../package.json';
+import { loadSpecFile, parseSpec } from '../src/spec/load';
+import { CONTAINER_PATHS, caCertPath, secretUses, toRuntimeConfig } from '../src/spec/runtime-config';
+import type { MigrationSpec } from '../src/spec/schema';
+
+type Obj = Record<string, any>;
+
+const ROOT = join(__dirname, '..');
+const EXAMPLE = join(ROOT, 'migration.yaml');
+const FULL = join(ROOT, 'test', 'fixtures', 'specs', 'full.yaml');
+const FULL_SECRETS = join(ROOT, 'test', 'fixtures', 'specs', 'full.secrets.yaml');
+const PG_ENTRY = join(ROOT, 'test', 'fixtures', 'runner-entry', 'pg-client.ts');
+const RUNNER_MAIN = join(ROOT, 'src', 'runner', 'main.ts');
+
+/** A fixed runner for the tests that are about the manifests, not the runner. */
+const STAND_IN_BUNDLE = 'console.log("runner stand-in");\n';
+
+const temps: string[] = [];
+function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `dbm-chart-${prefix}-`));
+  temps.push(dir);
+  return dir;
+}
+afterAll(() => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+function synth(spec: MigrationSpec, runnerBundle = STAND_IN_BUNDLE): { yaml: string; objects: Obj[] } {
+  return synthManifests(spec, { runnerBundle });
+}
+const find = (objects: Obj[], kind: string) => objects.filter((o) => o.kind === kind);
+const one = (objects: Obj[], kind: string, name?: string) => {
+  const found = objects.filter((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
+  expect(found, `${kind}/${name ?? '*'}`).toHaveLength(1);
+  return found[0];
+};
+const podOf = (objects: Obj[]) => one(objects, 'Job').spec.template;
+const containerOf = (objects: Obj[]) => podOf(objects).spec.containers[0];
+
+/** The example spec with a few fields changed (YAML in, so defaults apply exactly as for users). */
+function exampleWith(edit: (doc: Obj) => void): MigrationSpec {
+  const doc = parseAllDocuments(readFileSync(EXAMPLE, 'utf8'))[0].toJS() as Obj;
+  edit(doc);
+  return parseSpec(JSON.stringify(doc), 'edited-example.yaml');
+}
+
+/** What snapshots show instead of the runner bundle, so they do not change whenever src/runner does. */
+const BUNDLE_PLACEHOLDER = '<runner.js: the esbuild bundle of src/runner/main.ts>';
+
+/** The synthesized YAML with the runner bundle and its sha256 replaced by placeholders. */
+function snapshotYaml(spec: MigrationSpec): string {
+  const { yaml } = synthManifests(spec, { runnerBundle: BUNDLE_PLACEHOLDER });
+  return yaml.replace(sha256Hex(BUNDLE_PLACEHOLDER), '<sha256 of runner.js>');
+}
+
+describe('snapshots', () => {
+  it('given the example migration.yaml, when synthesized, then the manifests match the snapshot', () => {
+    expect(snapshotYaml(loadSpecFile(EXAMPLE))).toMatchSnapshot();
+  });
+
+  it('given full.yaml (every option set), when synthesized, then the manifests match the snapshot', () => {
+    expect(snapshotYaml(loadSpecFile(FULL))).toMatchSnapshot();
+  });
+});
+
+describe('objects, names, namespace and labels', () => {
+  it('given the example, when synthesized, then it yields ServiceAccount, two ConfigMaps and the Job in apply order, named without hashes', () => {
+    const { objects, yaml } = synth(loadSpecFile(EXAMPLE));
+    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
+      'ServiceAccount/db-migration', 'ConfigMap/db-migration-script', 'ConfigMap/db-migration-config', 'Job/db-migration',
+    ]);
+    const docs = parseAllDocuments(yaml).map((d) => d.toJS());
+    expect(docs).toEqual(objects);
+  });
+
+  it('given full.yaml, when synthesized, then the NetworkPolicy sits between the ConfigMaps and the Job', () => {
+    const { objects } = synth(loadSpecFile(FULL));
+    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
+      'ServiceAccount/orders-move', 'ConfigMap/orders-move-script', 'ConfigMap/orders-move-config',
+      'NetworkPolicy/orders-move', 'Job/orders-move',
+    ]);
+  });
+
+  it('given full.yaml, when synthesized, then every object is in the spec namespace with the standard labels plus spec.labels', () => {
+    const { objects } = synth(loadSpecFile(FULL));
+    const components: Record<string, string> = {
+      'ServiceAccount/orders-move': 'runner', 'ConfigMap/orders-move-script': 'runner', 'ConfigMap/orders-move-config': 'config',
+      'NetworkPolicy/orders-move': 'network-policy', 'Job/orders-move': 'job',
+    };
+    for (const o of objects) {
+      expect(o.metadata.namespace).toBe('data-platform');
+      expect(o.metadata.labels).toEqual({
+        'app.kubernetes.io/name': 'db-migration',
+        'app.kubernetes.io/instance': 'orders-move',
+        'app.kubernetes.io/component': components[`${o.kind}/${o.metadata.name}`],
+        'app.kubernetes.io/managed-by': 'cdk8s',
+        'app.kubernetes.io/version': packageVersion,
+        'app.kubernetes.io/part-of': 'orders',
+        team: 'data',
+      });
+      expect(Object.keys(o.metadata).sort()).toEqual(['labels', 'name', 'namespace']);
+    }
+    expect(podOf(objects).metadata.labels).toEqual(one(objects, 'Job').metadata.labels);
+  });
+
+  it('fails when spec.labels sets a label db-migration owns', () => {
+    const spec = exampleWith((d) => { d.labels = { 'app.kubernetes.io/instance': 'other' }; });
+    expect(() => synth(spec)).toThrow(/labels: "app.kubernetes.io\/instance" is set by db-migration on every object/);
+  });
+
+  it('given a chart built directly in a cdk8s app, when synthesized by cdk8s, then names carry no hash either', () => {
+    const app = Testing.app();
+    const chart = new MigrationChart(app, 'anything', { spec: loadSpecFile(FULL), runnerBundle: STAND_IN_BUNDLE });
+    expect((Testing.synth(chart) as Obj[]).map((o) => o.metadata.name).sort()).toEqual([
+      'orders-move', 'orders-move', 'orders-move', 'orders-move-config', 'orders-move-script',
+    ]);
+    expect(app).toBeInstanceOf(App);
+  });
+});
+
+describe('the Job', () => {
+  it('given the example, when synthesized, then the Job carries exactly the spec values and no cdk8s-plus defaults', () => {
+    const spec = loadSpecFile(EXAMPLE);
+    const { objects } = synth(spec);
+    const job = one(objects, 'Job');
+    expect(Object.keys(job.spec).sort()).toEqual(['activeDeadlineSeconds', 'backoffLimit', 'template', 'ttlSecondsAfterFinished']);
+    expect(job.spec.activeDeadlineSeconds).toBe(7200);
+    expect(job.spec.backoffLimit).toBe(2);
+    expect(job.spec.ttlSecondsAfterFinished).toBe(86400);
+    const pod = job.spec.template.spec;
+    expect(Object.keys(pod).sort()).toEqual([
+      'automountServiceAccountToken', 'containers', 'restartPolicy', 'securityContext', 'serviceAccountName', 'volumes',
+    ]);
+    expect(pod.restartPolicy).toBe('Never');
+    expect(pod.serviceAccountName).toBe('db-migration');
+    expect(pod.automountServiceAccountToken).toBe(false);
+    expect(pod.containers).toHaveLength(1);
+    const c = pod.containers[0];
+    expect(Object.keys(c).sort()).toEqual([
+      'command', 'env', 'image', 'imagePullPolicy', 'name', 'resources', 'securityContext', 'terminationMessagePath',
+      'terminationMessagePolicy', 'volumeMounts',
+    ]);
+    expect(c.image).toBe('ghcr.io/aleph-alpha/shared-images/pharia-helper:latest');
+    expect(c.imagePullPolicy).toBe('IfNotPresent');
+    expect(c.command).toEqual(['/bin/sh', '/opt/db-migration/entrypoint.sh']);
+    expect(c.resources).toEqual({ requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1000m', memory: '1Gi' } });
+    expect(c.terminationMessagePath).toBe('/dev/termination-log');
+    expect(c.terminationMessagePolicy).toBe('FallbackToLogsOnError');
+  });
+
+  it('given full.yaml, when synthesized, then resources, scheduling, pull settings and pod annotations are the spec values', () => {
+    const spec = loadSpecFile(FULL);
+    const { objects } = synth(spec);
+    const job = one(objects, 'Job');
+    expect(job.spec).toMatchObject({ activeDeadlineSeconds: 14400, backoffLimit: 0, ttlSecondsAfterFinished: 3600 });
+    const pod = job.spec.template.spec;
+    const c = pod.containers[0];
+    expect(c.resources).toEqual({ requests: { cpu: '500m', memory: '512Mi' }, limits: { cpu: '2', memory: '4Gi' } });
+    expect(c.imagePullPolicy).toBe('Always');
+    expect(pod.imagePullSecrets).toEqual([{ name: 'airgap-pull' }, { name: 'backup-pull' }]);
+    expect(pod.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux', 'node-pool': 'batch' });
+    expect(pod.tolerations).toEqual([
+      { key: 'dedicated', operator: 'Equal', value: 'batch', effect: 'NoSchedule' },
+      { key: 'node.kubernetes.io/unreachable', operator: 'Exists', effect: 'NoExecute', tolerationSeconds: 300 },
+    ]);
+    expect(pod.priorityClassName).toBe('batch-high');
+    const annotations = job.spec.template.metadata.annotations;
+    expect(annotations).toEqual({
+      'sidecar.istio.io/inject': 'false',
+      'cluster-autoscaler.kubernetes.io/safe-to-evict': 'false',
+      [RUNNER_SHA256_ANNOTATION]: sha256Hex(STAND_IN_BUNDLE),
+      [CONFIG_SHA256_ANNOTATION]: sha256Hex(one(objects, 'ConfigMap', 'orders-move-config').data['config.json']),
+    });
+  });
+
+  it('given pullPolicy is not set, when synthesized, then imagePullPolicy is IfNotPresent, never Always', () => {
+    const spec = exampleWith((d) => { delete d.image.pullPolicy; });
+    expect(containerOf(synth(spec).objects).imagePullPolicy).toBe('IfNotPresent');
+    expect(synth(spec).yaml).not.toMatch(/imagePullPolicy: Always/);
+  });
+
+  it('given full.yaml, when synthesized, then pod and container security contexts are the restricted settings with the spec identity', () => {
+    const { objects } = synth(loadSpecFile(FULL));
+    const pod = podOf(objects).spec;
+    expect(pod.securityContext).toEqual({
+      runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10002, fsGroup: 10003, seccompProfile: { type: 'RuntimeDefault' },
+    });
+    expect(pod.containers[0].securityContext).toEqual({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsNonRoot: true,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+  });
+
+  it('given full.yaml, when synthesized, then every password of an enabled database is a secretKeyRef env var and nothing else is', () => {
+    const spec = loadSpecFile(FULL);
+    const { objects } = synth(spec);
+    const env = containerOf(objects).env as Obj[];
+    expect(env.slice(0, 2)).toEqual([{ name: 'HOME', value: '/tmp' }, { name: 'NODE_OPTIONS', value: '' }]);
+    const secretEnv = env.slice(2);
+    expect(secretEnv).toEqual([
+      ['DBM_ORDERS_SOURCE_PASSWORD', 'source-credentials', 'password'],
+      ['DBM_ORDERS_DEST_PASSWORD', 'destination-credentials', 'orders'],
+      ['DBM_ORDER_EVENTS_SOURCE_PASSWORD', 'source-credentials', 'password'],
+      ['DBM_ORDER_EVENTS_DEST_PASSWORD', 'destination-credentials', 'order-events'],
+      ['DBM_INVOICES_SOURCE_PASSWORD', 'source-credentials', 'password'],
+      ['DBM_INVOICES_DEST_PASSWORD', 'destination-credentials', 'invoices'],
+    ].map(([name, secret, key]) => ({ name, valueFrom: { secretKeyRef: { name: secret, key, optional: false } } })));
+    // The disabled database needs no Secret: a missing one must not keep the pod from starting.
+    expect(JSON.stringify(env)).not.toContain('archive');
+    // Every env var the runtime config names is set.
+    const config = JSON.parse(one(objects, 'ConfigMap', 'orders-move-config').data['config.json']);
+    const wanted = config.databases.filter((d: Obj) => d.enabled).flatMap((d: Obj) => [d.source.passwordEnv, d.destination.passwordEnv]);
+    expect(secretEnv.map((e) => e.name).sort()).toEqual([...wanted].sort());
+  });
+
+  it('given full.yaml, when synthesized, then the volumes have the spec size limits and the mounts are read-only where they hold code, config or certificates', () => {
+    const { objects } = synth(loadSpecFile(FULL));
+    const pod = podOf(objects).spec;
+    expect(pod.volumes).toEqual([
+      { name: 'dumps', emptyDir: { sizeLimit: '100Gi' } },
+      { name: 'logs', emptyDir: { sizeLimit: '2Gi' } },
+      { name: 'tmp', emptyDir: { sizeLimit: '512Mi' } },
+      { name: 'script', configMap: { name: 'orders-move-script', defaultMode: 0o444 } },
+      { name: 'config', configMap: { name: 'orders-move-config', defaultMode: 0o444 } },
+      { name: 'ca-0', secret: { secretName: 'destination-tls', items: [{ key: 'ca.pem', path: 'ca.pem' }], defaultMode: 0o444, optional: false } },
+      {
+        name: 'ca-1',
+        secret: {
+          secretName: 'source-tls',
+          items: [{ key: 'ca.crt', path: 'ca.crt' }, { key: 'events-ca.crt', path: 'events-ca.crt' }],
+          defaultMode: 0o444,
+          optional: false,
+        },
+      },
+    ]);
+    expect(pod.containers[0].volumeMounts).toEqual([
+      { name: 'dumps', mountPath: CONTAINER_PATHS.dumps },
+      { name: 'logs', mountPath: CONTAINER_PATHS.logs },
+      { name: 'tmp', mountPath: '/tmp' },
+      { name: 'script', mountPath: '/opt/db-migration', readOnly: true },
+      { name: 'config', mountPath: '/etc/db-migration/config', readOnly: true },
+      { name: 'ca-0', mountPath: `${CONTAINER_PATHS.tls}/destination-tls`, readOnly: true },
+      { name: 'ca-1', mountPath: `${CONTAINER_PATHS.tls}/source-tls`, readOnly: true },
+    ]);
+  });
+
+  it('given full.yaml, when synthesized, then every CA certificate path in the runtime config is a file the mounts provide', () => {
+    const spec = loadSpecFile(FULL);
+    const { objects } = synth(spec);
+    const pod = podOf(objects).spec;
+    const files = new Set<string>();
+    for (const m of pod.containers[0].volumeMounts as Obj[]) {
+      const vol = (pod.volumes as Obj[]).find((v) => v.name === m.name)!;
+      for (const item of vol.secret?.items ?? []) files.add(`${m.mountPath}/${item.path}`);
+    }
+    const caUses = secretUses(spec).filter((u) => u.kind === 'caCert');
+    expect(caUses.length).toBeGreaterThan(0);
+    for (const u of caUses) expect(files).toContain(caCertPath(u.ref));
+    const config = JSON.parse(one(objects, 'ConfigMap', 'orders-move-config').data['config.json']);
+    const caFiles = config.databases.filter((d: Obj) => d.enabled)
+      .flatMap((d: Obj) => [d.source.caCertFile, d.destination.caCertFile]).filter(Boolean) as string[];
+    expect([...files].sort()).toEqual([...new Set(caFiles)].sort());
+  });
+
+  it('given the example (no verify-ca/verify-full), when synthesized, then no Secret volume is mounted', () => {
+    const pod = podOf(synth(loadSpecFile(EXAMPLE)).objects).spec;
+    expect((pod.volumes as Obj[]).filter((v) => v.secret)).toEqual([]);
+  });
+
+  it('given the runner or config.json changes, when synthesized again, then the pod template annotations change with them', () => {
+    const spec = loadSpecFile(EXAMPLE);
+    const a = podOf(synth(spec).objects).metadata.annotations;
+    const b = podOf(synth(spec, `${STAND_IN_BUNDLE}// changed\n`).objects).metadata.annotations;
+    const c = podOf(synth(exampleWith((d) => { d.migration.dryRun = true; })).objects).metadata.annotations;
+    expect(b[RUNNER_SHA256_ANNOTATION]).not.toBe(a[RUNNER_SHA256_ANNOTATION]);
+    expect(b[CONFIG_SHA256_ANNOTATION]).toBe(a[CONFIG_SHA256_ANNOTATION]);
+    expect(c[CONFIG_SHA256_ANNOTATION]).not.toBe(a[CONFIG_SHA256_ANNOTATION]);
+    expect(c[RUNNER_SHA256_ANNOTATION]).toBe(a[RUNNER_SHA256_ANNOTATION]);
+  });
+});
+
+describe('images', () => {
+  /** Every place an image reference appears: the container, the runtime config, the entrypoint's messages. */
+  function imageReferences(objects: Obj[]): string[] {
+    const entry = (find(objects, 'ConfigMap').find((o) => o.data['entrypoint.sh'])!).data['entrypoint.sh'] as string;
+    const config = JSON.parse((find(objects, 'ConfigMap').find((o) => o.data['config.json'])!).data['config.json']);
+    return [containerOf(objects).image, config.image, /^IMAGE='([^']+)'$/m.exec(entry)![1]];
+  }
+
+  it('given a registry override and a digest (full.yaml), when synthesized, then every image reference uses the override registry and the digest', () => {
+    const { objects, yaml } = synth(loadSpecFile(FULL));
+    const want = 'registry.airgap.example.com:5000/mirror/aleph-alpha/shared-images/pharia-helper@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
+    expect(imageReferences(objects)).toEqual([want, want, want]);
+    expect(yaml).not.toContain('ghcr.io');
+  });
+
+  it('given no registry override (the example), when synthesized, then every image reference keeps the original registry', () => {
+    const ref = 'ghcr.io/aleph-alpha/shared-images/pharia-helper:latest';
+    expect(imageReferences(synth(loadSpecFile(EXAMPLE)).objects)).toEqual([ref, ref, ref]);
+  });
+
+  it('given only the registry changes, when synthesized, then exactly the image references change', () => {
+    const before = synth(loadSpecFile(EXAMPLE)).yaml;
+    const after = synth(exampleWith((d) => { d.image.registry = 'mirror.corp.example'; })).yaml;
+    const changed = (a: string, b: string) => a.split('\n').filter((l, i) => l !== b.split('\n')[i]);
+    const lines = changed(before, after);
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    for (const l of lines) expect(l).toMatch(/ghcr\.io|config-sha256/);
+    expect(after).not.toContain('ghcr.io');
+  });
+});
+
+describe('the NetworkPolicy', () => {
+  it('given full.yaml, when synthesized, then it denies ingress and allows egress only to the database ports and DNS', () => {
+    const { objects } = synth(loadSpecFile(FULL));
+    const np = one(objects, 'NetworkPolicy');
+    expect(np.spec.podSelector).toEqual({
+      matchLabels: { 'app.kubernetes.io/name': 'db-migration', 'app.kubernetes.io/instance': 'orders-move', 'app.kubernetes.io/component': 'job' },
+    });
+    expect(np.spec.policyTypes).toEqual(['Ingress', 'Egress']);
+    expect(np.spec.ingress).toBeUndefined();
+    expect(np.spec.egress).toEqual([
+      // 5432: both sources are IPv4 literals.
+      { ports: [{ protocol: 'TCP', port: 5432 }], to: [{ ipBlock: { cidr: '10.20.0.15/32' } }, { ipBlock: { cidr: '10.20.0.16/32' } }] },
+      // 5433: invoices, source by IP (default host), destination by IP.
+      { ports: [{ protocol: 'TCP', port: 5433 }], to: [{ ipBlock: { cidr: '10.20.0.15/32' } }, { ipBlock: { cidr: '192.168.7.9/32' } }] },
+      // 6432: the destination is a host name, which a NetworkPolicy cannot match: any destination on that port.
+      { ports: [{ protocol: 'TCP', port: 6432 }] },
+      { ports: [{ protocol: 'UDP', port: 53 }, { protocol: 'TCP', port: 53 }], to: [{ namespaceSelector: {} }] },
+    ]);
+    // The disabled database (10.99.0.1:5499) gets no hole.
+    expect(JSON.stringify(np)).not.toMatch(/5499|10\.99\.0\.1/);
+  });
+
+  it('given the policy selects pods, when compared with the Job, then the selector matches the pod template labels', () => {
+    const { objects } = synth(loadSpecFile(FULL));
+    const selector = one(objects, 'NetworkPolicy').spec.podSelector.matchLabels as Record<string, string>;
+    const podLabels = podOf(objects).metadata.labels as Record<string, string>;
+    for (const [k, v] of Object.entries(selector)) expect(podLabels[k]).toBe(v);
+  });
+
+  it('given networkPolicy is off (the example), when synthesized, then there is no NetworkPolicy', () => {
+    expect(find(synth(loadSpecFile(EXAMPLE)).objects, 'NetworkPolicy')).toEqual([]);
+  });
+});
+
+describe('ConfigMaps', () => {
+  it('given full.yaml, when synthesized, then config.json is exactly the runtime config of the spec', () => {
+    const spec = loadSpecFile(FULL);
+    const cm = one(synth(spec).objects, 'ConfigMap', 'orders-move-config');
+    expect(Object.keys(cm.data)).toEqual(['config.json']);
+    expect(cm.data['config.json']).toBe(JSON.stringify(toRuntimeConfig(spec), null, 2));
+  });
+
+  it('given a runner bundle, when synthesized, then the script ConfigMap holds it and the entrypoint', () => {
+    const cm = one(synth(loadSpecFile(EXAMPLE)).objects, 'ConfigMap', 'db-migration-script');
+    expect(Object.keys(cm.data).sort()).toEqual(['entrypoint.sh', 'runner.js']);
+    expect(cm.data['runner.js']).toBe(STAND_IN_BUNDLE);
+    expect(cm.data['entrypoint.sh']).toContain(
+      'exec node /opt/db-migration/runner.js --config /etc/db-migration/config/config.json "$@"',
+    );
+  });
+
+  it('given the ServiceAccount, when synthesized, then it mounts no token', () => {
+    expect(one(synth(loadSpecFile(EXAMPLE)).objects, 'ServiceAccount').automountServiceAccountToken).toBe(false);
+  });
+
+  it('fails when the runner bundle would not fit in a ConfigMap, naming the limit', () => {
+    const huge = 'x'.repeat(CONFIGMAP_DATA_LIMIT_BYTES);
+    expect(() => synth(loadSpecFile(EXAMPLE), huge)).toThrow(/ConfigMap db-migration-script would hold \d+ bytes of data .*more than the Kubernetes limit of 1048576 bytes/);
+  });
+});
+
+describe('no secret value reaches the manifests', () => {
+  /** Every value of the Secrets fixture, as written and base64-encoded, plus each PEM body line. */
+  function secretValues(): string[] {
+    const values: string[] = [];
+    for (const doc of parseAllDocuments(readFileSync(FULL_SECRETS, 'utf8'))) {
+      const s = doc.toJS() as Obj;
+      for (const v of Object.values<string>(s.stringData ?? {})) values.push(v);
+      for (const v of Object.values<string>(s.data ?? {})) values.push(Buffer.from(v, 'base64').toString('utf8'));
+    }
+    return values.flatMap((v) => [v, Buffer.from(v).toString('base64'), ...v.split('\n').filter((l) => l.length >= 8 && !l.startsWith('-----'))]);
+  }
+  const secretsFixture = () => new Map(parseAllDocuments(readFileSync(FULL_SECRETS, 'utf8')).map((d) => {
+    const s = d.toJS() as Obj;
+    return [s.metadata.name as string, new Set([...Object.keys(s.stringData ?? {}), ...Object.keys(s.data ?? {})])];
+  }));
+
+  it('given the secrets fixture, when compared with full.yaml, then it holds every Secret key the spec refers to', () => {
+    const store = secretsFixture();
+    for (const u of secretUses(loadSpecFile(FULL))) expect(store.get(u.ref.secret)?.has(u.ref.key), `${u.ref.secret}/${u.ref.key}`).toBe(true);
+  });
+
+  it('given full.yaml and Secrets with known values, when synthesized, then no value appears anywhere in the YAML', () => {
+    const { yaml } = synth(loadSpecFile(FULL));
+    const values = secretValues();
+    expect(values.length).toBeGreaterThan(10);
+    const leaked = values.filter((v) => yaml.includes(v));
+    expect(leaked).toEqual([]);
+  });
+
+  it('fails the scan when a value does reach the YAML (the scan can see a leak)', () => {
+    const [value] = secretValues();
+    const spec = parseSpec(readFileSync(FULL, 'utf8').replace('inject: "false"', `inject: ${JSON.stringify(value)}`), 'full-leak.yaml');
+    const { yaml } = synth(spec);
+    expect(secretValues().filter((v) => yaml.includes(v))).toContain(value);
+  });
+});
+
+describe('the runner bundle', () => {
+  it('given a program using pg, when bundled, then it is one CommonJS file that runs with no node_modules and no pg-native', () => {
+    const bundle = bundleRunner({ entryPoint: PG_ENTRY });
+    expect(bundle.bytes).toBe(Buffer.byteLength(bundle.code));
+    expect(bundle.sha256).toBe(sha256Hex(bundle.code));
+    expect(bundle.code).toContain('require("pg-native")');
+    const dir = tempDir('bundle');
+    writeFileSync(join(dir, 'runner.js'), bundle.code);
+    const run = spawnSync(process.execPath, [join(dir, 'runner.js'), '--config', 'x.json'], { cwd: dir, encoding: 'utf8', env: { PATH: process.env.PATH } });
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toBe('bundle loaded: pg Client function, args --config x.json\n');
+    expect(run.status).toBe(0);
+  });
+
+  it('given the same entry point twice, when bundled, then the second call returns the cached bundle', () => {
+    expect(bundleRunner({ entryPoint: PG_ENTRY })).toBe(bundleRunner({ entryPoint: PG_ENTRY }));
+  });
+
+  it('given src/runner/main.ts, when bundled, then it builds, fits in the ConfigMap and requires only node built-ins (and the optional pg-native)', () => {
+    expect(existsSync(RUNNER_MAIN), 'src/runner/main.ts must exist (the runner entry point)').toBe(true);
+    const bundle = bundleRunner();
+    expect(bundle.bytes).toBeGreaterThan(1000);
+    const entrypointBytes = one(synth(loadSpecFile(EXAMPLE)).objects, 'ConfigMap', 'db-migration-script').data['entrypoint.sh'].length;
+    expect(bundle.bytes + entrypointBytes + 'runner.js'.length + 'entrypoint.sh'.length).toBeLessThanOrEqual(CONFIGMAP_DATA_LIMIT_BYTES);
+    const required = [...bundle.code.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]);
+    const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
+    expect(required.filter((m) => !builtins.has(m) && m !== 'pg-native')).toEqual([]);
+  });
+
+  it('given no runnerBundle, when synthesized, then runner.js is bundleRunner().code and the pod annotation is its sha256', () => {
+    const { objects } = synthManifests(loadSpecFile(EXAMPLE)) as { objects: Obj[] };
+    const bundle = bundleRunner();
+    expect(one(objects, 'ConfigMap', 'db-migration-script').data['runner.js']).toBe(bundle.code);
+    expect(podOf(objects).metadata.annotations[RUNNER_SHA256_ANNOTATION]).toBe(bundle.sha256);
+  });
+
+  it('fails to bundle an entry point that does not exist, naming it', () => {
+    expect(() => bundleRunner({ entryPoint: join(ROOT, 'no-such-runner.ts') })).toThrow(/cannot bundle the runner: .*no-such-runner\.ts does not exist/);
+  });
+
+  it('fails when the bundle exceeds the ConfigMap budget, with its size and the limit', () => {
+    const dir = tempDir('huge');
+    const entry = join(dir, 'huge.ts');
+    writeFileSync(entry, `export const blob = ${JSON.stringify('y'.repeat(CONFIGMAP_DATA_LIMIT_BYTES))};\nconsole.log(blob.length);\n`);
+    expect(() => bundleRunner({ entryPoint: entry })).toThrow(/the runner bundle is \d+ bytes, more than the \d+ bytes that fit in a ConfigMap .*1048576/);
+  });
+});
+
+describe('entrypoint.sh', () => {
+  const IMAGE = 'registry.airgap.example.com:5000/mirror/aleph-alpha/shared-images/pharia-helper@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
+  const HINT = 'build image/Dockerfile from the repository, or use an image with node >= 20 and PostgreSQL client tools >= the source server version';
+
+  function entrypoint(): string {
+    const dir = tempDir('entry');
+    const file = join(dir, 'entrypoint.sh');
+    writeFileSync(file, one(synth(loadSpecFile(FULL)).objects, 'ConfigMap', 'orders-move-script').data['entrypoint.sh']);
+    return file;
+  }
+  /** A directory of fake tools: each prints what it was called with (node prints a version for --version). */
+  function toolsDir(tools: Record<string, string>): string {
+    const dir = tempDir('bin');
+    for (const [name, body] of Object.entries(tools)) {
+      writeFileSync(join(dir, name), `#!/bin/sh\n${body}\n`);
+      chmodSync(join(dir, name), 0o755);
+    }
+    return dir;
+  }
+  const pgTools = { pg_dump: 'exit 0', pg_restore: 'exit 0', psql: 'exit 0' };
+  const run = (file: string, path: string, args: string[] = []) =>
+    spawnSync('/bin/sh', [file, ...args], { encoding: 'utf8', env: { PATH: path, NODE_OPTIONS: '--require /nonexistent.js' } });
+
+  it('given the synthesized entrypoint, when checked with sh -n, then it parses', () => {
+    expect(() => execFileSync('/bin/sh', ['-n', entrypoint()])).not.toThrow();
+  });
+
+  it('fails with one clear line per missing tool, naming the image and what to do, when PATH has neither node nor the PostgreSQL tools', () => {
+    const result = run(entrypoint(), toolsDir({}));
+    expect(result.status).toBe(1);
+    expect(result.stdout).toBe('');
+    const lines = result.stderr.trimEnd().split('\n');
+    expect(lines).toEqual([
+      `db-migration: image ${IMAGE}: node is missing (not found on PATH), need node >= 20; ${HINT}`,
+      `db-migration: image ${IMAGE}: pg_dump is missing (not found on PATH), need the PostgreSQL client tools; ${HINT}`,
+      `db-migration: image ${IMAGE}: pg_restore is missing (not found on PATH), need the PostgreSQL client tools; ${HINT}`,
+      `db-migration: image ${IMAGE}: psql is missing (not found on PATH), need the PostgreSQL client tools; ${HINT}`,
+    ]);
+  });
+
+  it('fails naming node alone when only node is missing', () => {
+    const result = run(entrypoint(), toolsDir(pgTools));
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe(`db-migration: image ${IMAGE}: node is missing (not found on PATH), need node >= 20; ${HINT}\n`);
+  });
+
+  it('fails when node is older than 20, naming its version', () => {
+    const result = run(entrypoint(), toolsDir({ ...pgTools, node: 'echo v18.19.1' }));
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe(`db-migration: image ${IMAGE}: node v18.19.1 is too old, need node >= 20; ${HINT}\n`);
+  });
+
+  it('given node >= 20 and the PostgreSQL tools, when run, then it execs node on the runner with the config and the extra arguments, without NODE_OPTIONS', () => {
+    const node = 'if [ "$1" = --version ]; then echo v20.11.1; else echo "node $* NODE_OPTIONS=${NODE_OPTIONS-unset}"; fi';
+    const result = run(entrypoint(), toolsDir({ ...pgTools, node }), ['--dry-run']);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toBe('node /opt/db-migration/runner.js --config /etc/db-migration/config/config.json --dry-run NODE_OPTIONS=unset\n');
+    expect(result.status).toBe(0);
+  });
+
+  it('given node 22, when run, then the version check passes', () => {
+    const result = run(entrypoint(), toolsDir({ ...pgTools, node: '[ "$1" = --version ] && echo v22.3.0 || echo started' }));
+    expect(result.stdout).toBe('started\n');
+    expect(result.status).toBe(0);
+  });
+});
