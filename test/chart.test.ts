@@ -187,6 +187,18 @@ describe('the Job', () => {
     });
   });
 
+  it('given job.parallelism (full.yaml), when synthesized, then the Job is Indexed with one completion per enabled database', () => {
+    const job = one(synth(loadSpecFile(FULL)).objects, 'Job');
+    expect(job.spec.completionMode).toBe('Indexed');
+    expect(job.spec.completions).toBe(3);
+    expect(job.spec.parallelism).toBe(2);
+  });
+
+  it('given no job.parallelism (the example), when synthesized, then the Job is a plain one-pod Job', () => {
+    const job = one(synth(loadSpecFile(EXAMPLE)).objects, 'Job');
+    for (const k of ['completionMode', 'completions', 'parallelism']) expect(job.spec).not.toHaveProperty(k);
+  });
+
   it('given pullPolicy is not set, when synthesized, then imagePullPolicy is IfNotPresent, never Always', () => {
     const spec = exampleWith((d) => { delete d.image.pullPolicy; });
     expect(containerOf(synth(spec).objects).imagePullPolicy).toBe('IfNotPresent');

@@ -124,6 +124,7 @@ export class MigrationJob extends Construct {
         activeDeadlineSeconds: job.activeDeadlineSeconds,
         backoffLimit: job.backoffLimit,
         ttlSecondsAfterFinished: job.ttlSecondsAfterFinished,
+        ...scaleOut(spec),
         template: {
           metadata: {
             labels,
@@ -155,6 +156,20 @@ export class MigrationJob extends Construct {
       },
     });
   }
+}
+
+/**
+ * job.parallelism: an Indexed Job with one completion per enabled database, in spec order; the Job controller
+ * gives each pod its index as JOB_COMPLETION_INDEX. backoffLimit counts failures of the whole Job (per-index
+ * limits are alpha in Kubernetes 1.28). Without it: one pod migrates every database (Kubernetes' defaults).
+ */
+function scaleOut(spec: MigrationSpec): Pick<k8s.JobSpec, 'completionMode' | 'completions' | 'parallelism'> {
+  if (spec.job.parallelism === undefined) return {};
+  return {
+    completionMode: 'Indexed',
+    completions: spec.databases.filter((d) => d.enabled).length,
+    parallelism: spec.job.parallelism,
+  };
 }
 
 function nonEmpty<T>(items: readonly T[]): T[] | undefined {
