@@ -173,3 +173,13 @@ stringData: { k: v }
     expect(() => loadSecretsFile(file, 'apps')).toThrow('Secret "c" is in namespace "other", but the spec\'s namespace is "apps"');
   });
 });
+
+describe('README spec reference', () => {
+  it('lists every field as generated from the schema (run `npm run schema` after changing it)', async () => {
+    const { REFERENCE_BEGIN, REFERENCE_END, specReferenceMarkdown } = await import('../src/spec/reference');
+    const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
+    const block = readme.slice(readme.indexOf(REFERENCE_BEGIN) + REFERENCE_BEGIN.length, readme.indexOf(REFERENCE_END)).trim();
+    expect(block).toBe(specReferenceMarkdown());
+    expect(block).toContain('`databases[].source.password.secret`');
+  });
+});

@@ -76,16 +76,16 @@ const extraArgs = z.array(z.string().refine((a) => !FORBIDDEN_EXTRA_ARG.test(a),
 })).default([]);
 
 const resourceList = (cpu: string, memory: string) => z.strictObject({
-  cpu: quantity('250m or 1').default(cpu).describe('CPU.'),
-  memory: quantity('256Mi or 1Gi').default(memory).describe('Memory.'),
+  cpu: quantity('250m or 1').default(cpu).describe('CPU (a Kubernetes quantity).'),
+  memory: quantity('256Mi or 1Gi').default(memory).describe('Memory (a Kubernetes quantity).'),
 });
 
 const toleration = z.strictObject({
-  key: z.string().optional(),
-  operator: z.enum(['Exists', 'Equal']).optional(),
-  value: z.string().optional(),
-  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
-  tolerationSeconds: z.number().int().optional(),
+  key: z.string().optional().describe('Taint key.'),
+  operator: z.enum(['Exists', 'Equal']).optional().describe('Exists or Equal.'),
+  value: z.string().optional().describe('Taint value (with Equal).'),
+  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional().describe('Taint effect to tolerate.'),
+  tolerationSeconds: z.number().int().optional().describe('For NoExecute: how long the pod stays bound.'),
 });
 
 export const IMAGE_DEFAULTS = {
@@ -113,9 +113,9 @@ export const migrationSpecSchema = z.strictObject({
     pullSecrets: z.array(dnsSubdomain()).default([]).describe('Names of existing image pull Secrets.'),
   }).prefault({}).describe('The helper image the Job runs.'),
   job: z.strictObject({
-    activeDeadlineSeconds: positiveInt().default(7200).describe('Hard limit for the whole Job, in seconds.'),
-    backoffLimit: nonNegativeInt().default(2).describe('Pod retries before the Job fails.'),
-    ttlSecondsAfterFinished: nonNegativeInt().default(86400).describe('Seconds a finished Job is kept.'),
+    activeDeadlineSeconds: positiveInt().default(7200).describe('Hard limit for the whole Job, in seconds (Job spec.activeDeadlineSeconds).'),
+    backoffLimit: nonNegativeInt().default(2).describe('Pod retries before the Job fails (Job spec.backoffLimit); a retried pod resumes safely.'),
+    ttlSecondsAfterFinished: nonNegativeInt().default(86400).describe('Seconds a finished Job (and its pod logs) is kept (Job spec.ttlSecondsAfterFinished).'),
     resources: z.strictObject({
       requests: resourceList('250m', '256Mi').prefault({}),
       limits: resourceList('1000m', '1Gi').prefault({}),
@@ -129,9 +129,9 @@ export const migrationSpecSchema = z.strictObject({
     tolerations: z.array(toleration).default([]).describe('Pod tolerations.'),
     priorityClassName: z.string().optional().describe('Pod priorityClassName.'),
     securityContext: z.strictObject({
-      runAsUser: positiveInt('a non-root UID (1 or more)').default(1000),
-      runAsGroup: positiveInt('a GID (1 or more)').default(1000),
-      fsGroup: positiveInt('a GID (1 or more)').default(1000),
+      runAsUser: positiveInt('a non-root UID (1 or more)').default(1000).describe('Pod runAsUser (never 0).'),
+      runAsGroup: positiveInt('a GID (1 or more)').default(1000).describe('Pod runAsGroup.'),
+      fsGroup: positiveInt('a GID (1 or more)').default(1000).describe('Pod fsGroup: owner group of the volumes.'),
     }).prefault({}).describe('Pod identity; always non-root.'),
     networkPolicy: z.strictObject({
       enabled: z.boolean().default(false).describe('When on: no ingress; egress only to the database ports and DNS.'),
@@ -156,7 +156,8 @@ export const migrationSpecSchema = z.strictObject({
     }).prefault({}),
     dump: z.strictObject({
       jobs: positiveInt().max(64).default(2).describe('pg_dump parallel workers.'),
-      compression: nonNegativeInt('a compression level from 0 to 9').max(9, { message: 'must be a compression level from 0 to 9' }).default(0),
+      compression: nonNegativeInt('a compression level from 0 to 9').max(9, { message: 'must be a compression level from 0 to 9' }).default(0)
+        .describe('pg_dump -Z level: 0 is fastest; higher needs less dump volume and more CPU.'),
       lockWaitTimeoutSeconds: positiveInt().default(60).describe('pg_dump --lock-wait-timeout.'),
       schemas: z.array(z.string().min(1)).default([]).describe('Only these schemas (empty: all).'),
       excludeSchemas: z.array(z.string().min(1)).default([]).describe('Schemas to leave out.'),
