@@ -204,3 +204,39 @@ export function runTool(opts: RunToolOptions): Promise<ToolResult> {
     });
   });
 }
+
+/**
+ * Runs in-process work (queries through node-postgres) under the same rules as a tool: it fails with a
+ * ToolTimeoutError after `timeoutMs` and with a ToolAbortedError when `signal` aborts. `work` gets a signal of
+ * its own that fires in both cases, so it can close its connections; work that ignores it is abandoned.
+ */
+export async function withDeadline<T>(
+  name: string,
+  phase: string,
+  opts: { readonly timeoutMs?: number; readonly signal?: AbortSignal },
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const started = Date.now();
+  if (opts.signal?.aborted) throw new ToolAbortedError(name, [], 0);
+  const inner = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  const stopped = new Promise<never>((_, reject) => {
+    if (opts.timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        inner.abort();
+        reject(new ToolTimeoutError(name, phase, opts.timeoutMs ?? 0, [], Date.now() - started));
+      }, opts.timeoutMs);
+    }
+    onAbort = () => { inner.abort(); reject(new ToolAbortedError(name, [], Date.now() - started)); };
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  const running = work(inner.signal);
+  running.catch(() => undefined); // if abandoned, its late failure must not become an unhandled rejection
+  try {
+    return await Promise.race([running, stopped]);
+  } finally {
+    if (timer) clearTimeout(timer);
+    if (onAbort) opts.signal?.removeEventListener('abort', onAbort);
+  }
+}

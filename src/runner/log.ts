@@ -128,6 +128,15 @@ export class Logger {
     }
   }
 
+  /** Writes text as is (after redaction), e.g. the summary table. */
+  raw(text: string): void {
+    const clean = this.redact(text);
+    this.state.out.write(clean);
+    if (this.state.fd !== undefined) {
+      try { writeSync(this.state.fd, clean); } catch { /* see log() */ }
+    }
+  }
+
   /** Closes `migration.log`. Later lines go to the console only. */
   close(): void {
     if (this.state.fd !== undefined) {

@@ -31,6 +31,8 @@ export interface DatabasePlan {
   /** `pg_restore --list`: the dump's table of contents (to count items for progress). */
   readonly list: ToolCommand;
   readonly restore: ToolCommand;
+  /** The restore a retry runs into a destination that was empty before this run: adds --clean --if-exists. */
+  readonly restoreRetry: ToolCommand;
   readonly verify: MigrationOptions['verify'];
 }
 
@@ -137,6 +139,7 @@ export function buildPlan(config: RuntimeConfig, opts: PlanOptions = {}): Migrat
       dump: dumpCommand(db, dumpDir, options, binDir),
       list: listCommand(dumpDir, binDir),
       restore: restoreCommand(db, dumpDir, options, binDir),
+      restoreRetry: restoreCommand(db, dumpDir, options, binDir, { cleanFirst: true }),
       verify: options.verify,
     };
   });

@@ -1,0 +1,173 @@
+/**
+ * The restore phase: make sure the destination database exists (creating it when pre-flight allowed it),
+ * pg_restore the dump into it, then ANALYZE so the planner has statistics from the first query on.
+ *
+ * A retried restore starts clean, and only ever removes what this run put there: a database this run
+ * created is dropped and created again; a destination that pre-flight found empty is restored with
+ * --clean --if-exists (which drops exactly the dump's objects). A destination that held data before the
+ * run is never touched beyond what restore.clean asked for.
+ */
+import type { Client } from 'pg';
+import type { ResolvedEndpoint } from '../spec/runtime-config';
+import { connect } from './connection';
+import { runTool, withDeadline } from './exec';
+import type { Logger } from './log';
+import type { PhaseRunOptions } from './dump';
+import { commandEnv, formatCommand, type DatabasePlan } from './plan';
+import { countTocEntries, RestoreProgress, startRestoreProgress } from './progress';
+
+/** Maintenance databases tried, in order, for CREATE / DROP DATABASE. */
+const MAINTENANCE_DATABASES = ['postgres', 'template1'];
+
+export interface DestinationOptions {
+  readonly env: NodeJS.ProcessEnv;
+  readonly connectTimeoutSeconds: number;
+  readonly logger: Logger;
+  readonly signal?: AbortSignal;
+  /** Time allowed for the whole check-and-create. */
+  readonly timeoutMs?: number;
+}
+
+function sqlstate(err: unknown): string | undefined {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+async function connectMaintenance(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, connectTimeoutSeconds: number): Promise<Client> {
+  let last: unknown;
+  for (const database of MAINTENANCE_DATABASES) {
+    try {
+      return await connect({ ...ep, database }, env, { readOnly: false, connectTimeoutSeconds });
+    } catch (err) {
+      last = err;
+      // Only a missing or forbidden maintenance database is worth trying the next one for.
+      if (!['3D000', '28000', '42501'].includes(sqlstate(err) ?? '')) throw err;
+    }
+  }
+  throw last;
+}
+
+async function closeOnAbort<T>(client: Client, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+  const onAbort = () => { client.end().catch(() => undefined); };
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await work();
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Whether the destination database exists (by connecting to it). */
+export async function destinationExists(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, connectTimeoutSeconds: number): Promise<boolean> {
+  try {
+    const client = await connect(ep, env, { readOnly: false, connectTimeoutSeconds });
+    await client.end().catch(() => undefined);
+    return true;
+  } catch (err) {
+    if (sqlstate(err) === '3D000') return false;
+    throw err;
+  }
+}
+
+/**
+ * Creates the destination database from template0 (no extra objects a template1 may carry) when it does
+ * not exist. Returns whether this call created it.
+ */
+export async function ensureDestinationDatabase(db: DatabasePlan, opts: DestinationOptions & { readonly mayCreate: boolean }): Promise<{ created: boolean }> {
+  const ep = db.destination;
+  return withDeadline('CREATE DATABASE', 'restore', opts, async (signal) => {
+    if (await destinationExists(ep, opts.env, opts.connectTimeoutSeconds)) return { created: false };
+    if (!opts.mayCreate) {
+      throw new Error(`database "${ep.database}" does not exist on the destination and pre-flight found that ${ep.username} may not create it: create it first`);
+    }
+    const client = await connectMaintenance(ep, opts.env, opts.connectTimeoutSeconds);
+    return closeOnAbort(client, signal, async () => {
+      await client.query(`CREATE DATABASE ${client.escapeIdentifier(ep.database)} TEMPLATE template0`);
+      opts.logger.info(`created database "${ep.database}" on the destination`);
+      return { created: true };
+    });
+  });
+}
+
+/** Drops and creates again a destination database this run created (the clean start of a retried restore). */
+export async function recreateDestinationDatabase(db: DatabasePlan, opts: DestinationOptions): Promise<void> {
+  const ep = db.destination;
+  await withDeadline('DROP DATABASE', 'restore', opts, async (signal) => {
+    const client = await connectMaintenance(ep, opts.env, opts.connectTimeoutSeconds);
+    await closeOnAbort(client, signal, async () => {
+      const name = client.escapeIdentifier(ep.database);
+      try {
+        await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } catch (err) {
+        if (sqlstate(err) !== '42601') throw err; // WITH (FORCE) needs PostgreSQL 13
+        await client.query(`DROP DATABASE IF EXISTS ${name}`);
+      }
+      await client.query(`CREATE DATABASE ${name} TEMPLATE template0`);
+    });
+  });
+  opts.logger.info(`dropped and re-created database "${ep.database}" (created by this run) for a clean retry`);
+}
+
+export interface RestoreResult {
+  readonly seconds: number;
+  /** Items pg_restore reported restoring. */
+  readonly items: number;
+  /** Entries of the dump's table of contents. */
+  readonly totalItems: number;
+}
+
+/**
+ * pg_restore of the dump. `cleanFirst` runs the plan's retry variant (--clean --if-exists). The list and
+ * the restore share the phase's time limit.
+ */
+export async function restoreDatabase(db: DatabasePlan, opts: PhaseRunOptions & { readonly cleanFirst?: boolean }): Promise<RestoreResult> {
+  const { logger } = opts;
+  const started = Date.now();
+  let totalItems = 0;
+  await runTool({
+    cmd: db.list.cmd,
+    args: db.list.args,
+    env: commandEnv(db.list, opts.env, opts.passwordVars),
+    timeoutMs: opts.timeoutMs,
+    signal: opts.signal,
+    phase: 'restore',
+    secrets: logger.secrets,
+    onStdoutLine: (line) => { totalItems += countTocEntries([line]); }, // counted as it streams, not kept
+  });
+
+  const cmd = opts.cleanFirst ? db.restoreRetry : db.restore;
+  logger.debug(`running ${formatCommand(cmd)}`);
+  const progress = new RestoreProgress(totalItems);
+  const ticker = startRestoreProgress({ logger, progress, intervalMs: opts.progressIntervalMs });
+  try {
+    await runTool({
+      cmd: cmd.cmd,
+      args: cmd.args,
+      env: commandEnv(cmd, opts.env, opts.passwordVars),
+      timeoutMs: Math.max(1, opts.timeoutMs - (Date.now() - started)),
+      signal: opts.signal,
+      phase: 'restore',
+      secrets: logger.secrets,
+      onStderrLine: (line) => { progress.onStderrLine(line); logger.debug(line); },
+      onStdoutLine: (line) => logger.debug(line),
+    });
+  } finally {
+    ticker.stop();
+  }
+  return { seconds: (Date.now() - started) / 1000, items: progress.done, totalItems };
+}
+
+/** ANALYZE of the whole destination database, bounded by statement_timeout and the phase deadline. */
+export async function analyzeDatabase(db: DatabasePlan, opts: DestinationOptions & { readonly timeoutMs: number }): Promise<{ seconds: number }> {
+  const started = Date.now();
+  await withDeadline('ANALYZE', 'analyze', opts, async (signal) => {
+    const client = await connect(db.destination, opts.env, { readOnly: false, connectTimeoutSeconds: opts.connectTimeoutSeconds });
+    await closeOnAbort(client, signal, async () => {
+      // The server stops on its own at the deadline even if this process cannot tell it to.
+      await client.query(`SET statement_timeout = ${Math.max(1, Math.round(opts.timeoutMs))}`);
+      await client.query('ANALYZE');
+    });
+  });
+  return { seconds: (Date.now() - started) / 1000 };
+}
