@@ -477,6 +477,13 @@ describe('the runner bundle', () => {
     expect(() => bundleRunner({ entryPoint: join(ROOT, 'no-such-runner.ts') })).toThrow(/cannot bundle the runner: .*no-such-runner\.ts does not exist/);
   });
 
+  it('fails with the file, line and reason when the runner does not build', () => {
+    const dir = tempDir('broken');
+    const entry = join(dir, 'main.ts');
+    writeFileSync(entry, `import { nothing } from './missing';\nconsole.log(nothing);\n`);
+    expect(() => bundleRunner({ entryPoint: entry })).toThrow(/^cannot bundle the runner \(.*main\.ts\):\n {2}.*main\.ts:1:25: Could not resolve "\.\/missing"$/);
+  });
+
   it('fails when the bundle exceeds the ConfigMap budget, with its size and the limit', () => {
     const dir = tempDir('huge');
     const entry = join(dir, 'huge.ts');

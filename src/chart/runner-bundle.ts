@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { buildSync } from 'esbuild';
+import { buildSync, type BuildOptions, type Message } from 'esbuild';
 
 /** Kubernetes rejects a ConfigMap whose data (keys plus values) exceeds 1 MiB. */
 export const CONFIGMAP_DATA_LIMIT_BYTES = 1_048_576;
@@ -40,7 +40,7 @@ export function bundleRunner(options: BundleRunnerOptions = {}): RunnerBundle {
   if (!existsSync(entryPoint)) {
     throw new Error(`cannot bundle the runner: ${entryPoint} does not exist (run from a checkout of db-migration, which holds src/)`);
   }
-  const result = buildSync({
+  const build: BuildOptions & { write: false } = {
     entryPoints: [entryPoint],
     bundle: true,
     platform: 'node',
@@ -54,8 +54,16 @@ export function bundleRunner(options: BundleRunnerOptions = {}): RunnerBundle {
     // pg's optional native binding: pg only requires it when `pg.native` is read, which the runner never does.
     // Kept as a plain require() so the bundle loads in images that do not have it.
     external: ['pg-native'],
-  });
-  const code = result.outputFiles[0].text;
+  };
+  let code: string;
+  try {
+    code = buildSync(build).outputFiles[0].text;
+  } catch (err) {
+    const errors = (err as { errors?: Message[] }).errors ?? [];
+    const where = (m: Message) => (m.location ? `${m.location.file}:${m.location.line}:${m.location.column + 1}: ` : '');
+    const detail = errors.length > 0 ? errors.map((m) => `  ${where(m)}${m.text}`).join('\n') : `  ${(err as Error).message}`;
+    throw new Error(`cannot bundle the runner (${entryPoint}):\n${detail}`);
+  }
   const bytes = Buffer.byteLength(code, 'utf8');
   const budget = CONFIGMAP_DATA_LIMIT_BYTES - SCRIPT_CONFIGMAP_RESERVE_BYTES;
   if (bytes > budget) {
