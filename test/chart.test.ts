@@ -464,6 +464,13 @@ describe('the runner bundle', () => {
     const required = [...bundle.code.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]);
     const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
     expect(required.filter((m) => !builtins.has(m) && m !== 'pg-native')).toEqual([]);
+    // Loads on its own: no node_modules next to it, no pg-native (runner --help exits before any work).
+    const dir = tempDir('main');
+    writeFileSync(join(dir, 'runner.js'), bundle.code);
+    const run = spawnSync(process.execPath, [join(dir, 'runner.js'), '--help'], { cwd: dir, encoding: 'utf8', env: { PATH: process.env.PATH } });
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toMatch(/Usage: /);
+    expect(run.status).toBe(0);
   });
 
   it('given no runnerBundle, when synthesized, then runner.js is bundleRunner().code and the pod annotation is its sha256', () => {
