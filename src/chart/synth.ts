@@ -24,8 +24,8 @@ export interface SynthResult {
 const KIND_ORDER = ['ServiceAccount', 'ConfigMap', 'NetworkPolicy', 'Job'];
 
 export function synthManifests(spec: MigrationSpec, opts: SynthOptions = {}): SynthResult {
-  // App only touches the disk in synth(); toJson() resolves every object in memory.
-  const app = new App({ outdir: '/nonexistent-db-migration-outdir' });
+  // App only touches the disk in synth(), which we never call: chart.toJson() resolves every object in memory.
+  const app = new App();
   const chart = new MigrationChart(app, spec.name, { spec, runnerBundle: opts.runnerBundle });
   const objects = (chart.toJson() as Record<string, unknown>[])
     .map((o, i) => ({ o, i }))
