@@ -148,11 +148,16 @@ export function classifyError(err: unknown): ErrorClass {
 
 /** One actionable sentence, no stack trace: what failed, and what to do about it. */
 export function humanError(err: unknown): string {
+  return `${capitalize(errorClause(err))}.`;
+}
+
+/** {@link humanError} as a clause to embed in a longer message: lower-case start, no final period. */
+export function errorClause(err: unknown): string {
   const facts = factsOf(err);
   const rule = match(facts);
   const what = facts.headline || (rule ? rule.reason : 'unknown error');
-  const sentence = rule ? `${what}: ${rule.advice}` : what;
-  return capitalize(sentence.replace(/[.\s]+$/, '')) + '.';
+  const sentence = (rule ? `${what.replace(/[.\s]+$/, '')}: ${rule.advice}` : what).replace(/[.\s]+$/, '');
+  return /^[A-Z][a-z]/.test(sentence) ? sentence.charAt(0).toLowerCase() + sentence.slice(1) : sentence;
 }
 
 function match(facts: ErrorFacts): Rule | undefined {
@@ -219,8 +224,20 @@ function headlineOf(text: string): string {
     .replace(/^(pg_dump|pg_restore|psql|pg_dumpall)(: (error|fatal|warning))?:\s*/i, '')
     .replace(/^(error|fatal):\s*/i, '')
     .replace(/\b(FATAL|ERROR):\s+/g, '');
-  return cleaned.length > 300 ? `${cleaned.slice(0, 297)}...` : cleaned;
+  const plain = NODE_MESSAGES.reduce((t, [re, to]) => t.replace(re, to), cleaned);
+  return plain.length > 300 ? `${plain.slice(0, 297)}...` : plain;
 }
+
+/** Node's terse socket messages, said plainly. */
+const NODE_MESSAGES: ReadonlyArray<[RegExp, string]> = [
+  [/^connect ECONNREFUSED (\S+)$/, 'connection to $1 refused'],
+  [/^connect ETIMEDOUT (\S+)$/, 'connection to $1 timed out'],
+  [/^connect (EHOSTUNREACH|ENETUNREACH) (\S+)$/, 'no route to $2'],
+  [/^getaddrinfo ENOTFOUND (\S+)$/, 'host name "$1" does not resolve'],
+  [/^getaddrinfo EAI_AGAIN (\S+)$/, 'DNS lookup of "$1" failed temporarily'],
+  [/^read ECONNRESET$/, 'connection reset by the server'],
+  [/^timeout expired$/, 'connection timed out'],
+];
 
 function capitalize(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
