@@ -1,0 +1,141 @@
+/**
+ * Verification against real servers: the realistic schema is dumped from the source with pg_dump and restored
+ * with pg_restore (both driven by libpqEnv), then the copy is compared, intact and with one thing changed.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { libpqEnv } from '../src/runner/connection';
+import { verifyDatabase } from '../src/runner/verify';
+import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
+import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
+
+const run = promisify(execFile);
+const SCHEMA_SQL = join(__dirname, 'support', 'realistic-schema.sql');
+
+let source: PgServer;
+let destination: PgServer;
+let dumpDir: string;
+const cleanups: Array<() => void> = [];
+
+/** Runtime config comparing source "app" with destination `database`. */
+function setup(database: string, migration: Parameters<typeof makeRuntimeConfig>[0]['migration'] = {}): TestRuntimeConfig {
+  const t = makeRuntimeConfig({
+    source, destination, migration,
+    databases: [{ name: 'app', source: { database: 'app' }, destination: { database } }],
+  });
+  cleanups.push(t.cleanup);
+  return t;
+}
+
+/** A fresh copy of the source in a new destination database, restored from the dump made once. */
+async function restoreCopy(database: string): Promise<TestRuntimeConfig> {
+  await destination.query(`CREATE DATABASE "${database}"`);
+  const t = setup(database);
+  const env = { ...process.env, ...libpqEnv(t.config.databases[0].destination, t.env, { readOnly: false, connectTimeoutSeconds: 10 }) };
+  await run(join(PG_BIN, 'pg_restore'), ['--jobs=2', '--exit-on-error', `--dbname=${database}`, dumpDir], { env });
+  return t;
+}
+
+beforeAll(async () => {
+  [source, destination] = await Promise.all([startPgServer({ name: 'ver-src' }), startPgServer({ name: 'ver-dst' })]);
+  await source.query('CREATE DATABASE app');
+  await source.psqlFile(SCHEMA_SQL, 'app');
+  await destination.query('CREATE ROLE app_owner; CREATE ROLE app_reader');
+  dumpDir = join(mkdtempSync(join(tmpdir(), 'dbm-verify-dump-')), 'app');
+  cleanups.push(() => rmSync(join(dumpDir, '..'), { recursive: true, force: true }));
+  const t = setup('app');
+  const env = { ...process.env, ...libpqEnv(t.config.databases[0].source, t.env, { readOnly: true, connectTimeoutSeconds: 10 }) };
+  await run(join(PG_BIN, 'pg_dump'), ['--format=directory', '--jobs=2', `--file=${dumpDir}`], { env });
+});
+
+afterAll(async () => {
+  for (const c of cleanups) c();
+  await Promise.all([source?.destroy(), destination?.destroy()]);
+});
+
+describe('verifyDatabase', () => {
+  it('verifies an identical copy: every leaf table, materialized view and sequence', async () => {
+    const t = await restoreCopy('identical');
+    const result = await verifyDatabase(t.config.databases[0], t.config, t.env);
+    expect(result.differences).toEqual([]);
+    expect(result.ok).toBe(true);
+    // 10 tables (6 plain + the 4 leaf partitions of audit.events; the partitioned audit.events and
+    // audit.events_2024 are not counted themselves) + 2 materialized views.
+    expect(result.tables).toBe(12);
+    // Inserted rows (audit.events once, through its leaves) + 2000 rows of sales.customer_revenue.
+    expect(result.rowsVerified).toBe(2000 + 40 + 500 + 5000 + 15000 + 3 + 3000 + 2000);
+    expect(result.sequences).toBe(6);
+    // Same answer on a single connection per side.
+    expect(await verifyDatabase(t.config.databases[0], t.config, t.env, { concurrency: 1 })).toEqual(result);
+  });
+
+  it('reports a deleted destination row in the table (and leaf partition) it was deleted from', async () => {
+    const t = await restoreCopy('deleted_row');
+    await destination.query(`
+      DELETE FROM sales.order_items WHERE order_id = 1 AND line = 1;
+      DELETE FROM audit.events WHERE id = (SELECT min(id) FROM audit.events_2024_info);`, 'deleted_row');
+    const result = await verifyDatabase(t.config.databases[0], t.config, t.env);
+    expect(result.ok).toBe(false);
+    const info = (await source.query<{ n: string }>('SELECT count(*)::text AS n FROM audit.events_2024_info', 'app'))[0].n;
+    expect(result.differences).toEqual([
+      {
+        schema: 'audit', object: 'events_2024_info', kind: 'rows', source: Number(info), destination: Number(info) - 1,
+        message: `table audit.events_2024_info: ${info} rows in the source, ${Number(info) - 1} in the destination (-1)`,
+      },
+      {
+        schema: 'sales', object: 'order_items', kind: 'rows', source: 15000, destination: 14999,
+        message: 'table sales.order_items: 15000 rows in the source, 14999 in the destination (-1)',
+      },
+    ]);
+    expect(result.rowsVerified).toBe(2000 + 40 + 500 + 5000 + 3 + 3000 + 2000 - Number(info));
+  });
+
+  it('reports a changed sequence with both states', async () => {
+    const t = await restoreCopy('changed_sequence');
+    await destination.query(`SELECT setval('sales.invoice_number_seq', 5, false)`, 'changed_sequence');
+    const result = await verifyDatabase(t.config.databases[0], t.config, t.env);
+    expect(result.differences).toEqual([{
+      schema: 'sales', object: 'invoice_number_seq', kind: 'sequence',
+      source: '10700 (is_called true)', destination: '5 (is_called false)',
+      message: 'sequence sales.invoice_number_seq: last_value 10700 (is_called true) in the source, 5 (is_called false) in the destination',
+    }]);
+  });
+
+  it('reports a missing table (non-ASCII schema)', async () => {
+    const t = await restoreCopy('missing_table');
+    await destination.query('DROP TABLE "Bücher".titel', 'missing_table');
+    const result = await verifyDatabase(t.config.databases[0], t.config, t.env);
+    expect(result.differences).toEqual([{
+      schema: 'Bücher', object: 'titel', kind: 'missing', source: 'present', destination: 'missing',
+      message: 'table "Bücher".titel is missing on the destination',
+    }]);
+    expect(result.tables).toBe(11);
+  });
+
+  it('compares the populated state of a materialized view that holds no data on the source', async () => {
+    const t = await restoreCopy('matview');
+    await destination.query('REFRESH MATERIALIZED VIEW inventory.stock_snapshot', 'matview');
+    const result = await verifyDatabase(t.config.databases[0], t.config, t.env);
+    expect(result.differences).toEqual([{
+      schema: 'inventory', object: 'stock_snapshot', kind: 'rows', source: 'not populated', destination: 'populated',
+      message: 'materialized view inventory.stock_snapshot is not populated on the source but populated on the destination',
+    }]);
+  });
+
+  it('looks only at the dumped schemas', async () => {
+    const copy = await restoreCopy('only_sales');
+    await destination.query('DROP TABLE "Bücher".titel', 'only_sales');
+    const t = setup('only_sales', { dump: { schemas: ['sales'] } });
+    const result = await verifyDatabase(t.config.databases[0], t.config, copy.env);
+    expect(result).toEqual({ ok: true, tables: 3, rowsVerified: 5000 + 15000 + 2000, sequences: 2, differences: [] });
+  });
+
+  it('fails (does not report ok) when the destination cannot be reached', async () => {
+    const t = setup('no_such_db');
+    await expect(verifyDatabase(t.config.databases[0], t.config, t.env)).rejects.toThrow(/database "no_such_db" does not exist/);
+  });
+});
