@@ -119,8 +119,11 @@ export function formatSummaryTable(s: RunSummary): string {
     line(width.map((w) => '-'.repeat(w))),
     ...rows.map(line),
     '',
-    `${verdict}: ${t.migrated}/${t.databases - t.skipped} migrated, ${t.failed} failed, ${t.interrupted} interrupted, ${t.skipped} skipped; `
-      + `${formatBytes(t.sizeBytes)}, ${t.rowsVerified} rows verified, ${formatDuration(s.durationSeconds)}`,
+    s.dryRun
+      ? `${verdict}: ${s.databases.filter((d) => d.status === 'dry-run').length}/${t.databases - t.skipped} ready, ${t.failed} failed, ${t.skipped} skipped; `
+        + `${formatBytes(t.sizeBytes)} to move; nothing was changed, ${formatDuration(s.durationSeconds)}`
+      : `${verdict}: ${t.migrated}/${t.databases - t.skipped} migrated, ${t.failed} failed, ${t.interrupted} interrupted, ${t.skipped} skipped; `
+        + `${formatBytes(t.sizeBytes)}, ${t.rowsVerified} rows verified, ${formatDuration(s.durationSeconds)}`,
   ];
   for (const d of s.databases) if (d.error) out.push(`${d.name} (${d.phase ?? '-'}): ${d.error}`);
   return out.join('\n');
