@@ -113,7 +113,7 @@ const RULES: readonly Rule[] = [
   },
   {
     transient: true, reason: 'connection reset', errno: ['ECONNRESET', 'EPIPE'],
-    text: /Connection reset by peer|ECONNRESET|server closed the connection unexpectedly|Connection terminated unexpectedly|could not receive data from server|could not send data to server|SSL SYSCALL error/i,
+    text: /Connection reset by peer|ECONNRESET|server closed the connection unexpectedly|Connection terminated unexpectedly|encountered a connection error and is not queryable|could not receive data from server|could not send data to server|SSL SYSCALL error/i,
     advice: 'the connection dropped; it is retried',
   },
   {
