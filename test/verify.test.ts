@@ -134,6 +134,24 @@ describe('verifyDatabase', () => {
     expect(result).toEqual({ ok: true, tables: 3, rowsVerified: 5000 + 15000 + 2000, sequences: 2, differences: [] });
   });
 
+  it('stops at timeouts.verify when a count cannot finish', async () => {
+    const copy = await restoreCopy('locked');
+    const t = setup('locked', { timeouts: { verify: 1 } });
+    // An open transaction holding an exclusive lock makes the destination's count wait.
+    const { Client } = await import('pg');
+    const locker = new Client({ host: destination.host, port: destination.port, user: 'postgres', password: destination.superPassword, database: 'locked' });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN; LOCK TABLE sales.orders IN ACCESS EXCLUSIVE MODE');
+      const started = Date.now();
+      await expect(verifyDatabase(t.config.databases[0], t.config, copy.env)).rejects.toThrow(
+        `verification of app (postgres@127.0.0.1:${destination.port}/locked) did not finish within timeouts.verify (1s)`);
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      await locker.end();
+    }
+  });
+
   it('fails (does not report ok) when the destination cannot be reached', async () => {
     const t = setup('no_such_db');
     await expect(verifyDatabase(t.config.databases[0], t.config, t.env)).rejects.toThrow(/database "no_such_db" does not exist/);
