@@ -8,7 +8,7 @@ import type { RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
 import { describeEndpoint } from './connection';
 import { dumpDatabase, removeDumpDir } from './dump';
 import { classifyError, humanError } from './errors';
-import { withDeadline } from './exec';
+import { ToolTimeoutError, withDeadline } from './exec';
 import { Logger } from './log';
 import { buildPlan, formatCommand, passwordEnvNames, type DatabasePlan, type MigrationPlan } from './plan';
 import { formatPreflightProblem, preflight } from './preflight';
@@ -212,7 +212,7 @@ async function migrateDatabase(
       beforeRetry: async () => { if (restoreRuns > 0 && created) await recreateDestinationDatabase(db, destOpts); },
     }));
     record(db.name, { restoreSeconds });
-    restoreLog.ok(`restored ${restored.items}/${restored.totalItems} items in ${formatDuration(restoreSeconds)}`);
+    restoreLog.ok(`restored in ${formatDuration(restoreSeconds)} (${restored.totalItems} items in the dump${restoreRuns > 1 ? `, ${restoreRuns} attempts` : ''})`);
 
     const [, analyzeSeconds] = await timed('analyze', () => withRetry(
       () => analyzeDatabase(db, { ...destOpts, logger: log.child({ phase: 'analyze' }) }),
@@ -247,7 +247,9 @@ async function migrateDatabase(
       log.child({ phase: failedPhase }).warn(`interrupted during ${failedPhase}; the tool was stopped`);
     } else {
       const differences = cause instanceof VerificationFailed ? cause.differences : undefined;
-      const message = cause instanceof VerificationFailed ? cause.message : humanError(cause);
+      const message = cause instanceof VerificationFailed ? cause.message
+        : cause instanceof ToolTimeoutError ? `timed out after ${formatDuration(cause.elapsedMs / 1000)} (limit ${formatDuration(cause.timeoutMs / 1000)})`
+          : humanError(cause);
       const attempts = pe && pe.attempts > 1 ? ` (after ${pe.attempts} attempts)` : '';
       record(db.name, { status: 'failed', phase: failedPhase, error: `${message}${attempts}`, ...(differences ? { differences } : {}) });
       const flog = log.child({ phase: failedPhase });

@@ -90,10 +90,6 @@ export function finishSummary(
   };
 }
 
-const STATUS_ICON: Record<DatabaseStatus, string> = {
-  migrated: '✅', failed: '❌', interrupted: '⚠️', skipped: '⏭️', 'dry-run': 'ℹ️', planned: '·',
-};
-
 const secs = (s: number | undefined) => (s === undefined ? '-' : formatDuration(s));
 
 /** A fixed-width table, one row per database, then the totals. */
@@ -101,7 +97,7 @@ export function formatSummaryTable(s: RunSummary): string {
   const header = ['database', 'status', 'phase', 'size', 'dump', 'restore', 'verify', 'tables', 'rows verified'];
   const rows = s.databases.map((d) => [
     d.name,
-    `${STATUS_ICON[d.status]} ${d.status}`,
+    d.status,
     d.phase ?? '-',
     d.sizeBytes === undefined ? '-' : formatBytes(d.sizeBytes),
     secs(d.dumpSeconds),
