@@ -162,7 +162,12 @@ describe('runner main: a real run keeps secrets out of arguments, logs and summa
     const runnerCmdline = readFileSync(`/proc/${run.pid}/cmdline`, 'utf8').split('\0');
     const sampled = new Map<number, string[]>();
     const environs: Record<string, string>[] = [];
+    let peakKiB = 0;
     const sample = () => {
+      try {
+        const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${run.pid}/status`, 'utf8'));
+        if (hwm) peakKiB = Math.max(peakKiB, Number(hwm[1]));
+      } catch { /* exited */ }
       for (const p of processesMatching(t.config.paths.dumps)) {
         if (!sampled.has(p.pid)) {
           sampled.set(p.pid, p.argv);
@@ -191,6 +196,9 @@ describe('runner main: a real run keeps secrets out of arguments, logs and summa
       const tools = [...sampled.values()].map((a) => a[0].split('/').pop());
       expect(tools).toContain('pg_dump');
       expect(tools).toContain('pg_restore');
+      // the runner's own peak memory stays well under 100 MiB (tool output is streamed, not buffered)
+      expect(peakKiB).toBeGreaterThan(0);
+      expect(peakKiB).toBeLessThan(100 * 1024);
       // no password in any command line (the runner's own included)
       const cmdlines = [...sampled.values(), runnerCmdline].map((a) => a.join(' '));
       for (const pw of passwords) for (const c of cmdlines) expect(c).not.toContain(pw);
