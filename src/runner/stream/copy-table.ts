@@ -1,0 +1,72 @@
+/**
+ * One table, source to destination, with no intermediate file: `COPY ... TO STDOUT` on a snapshot reader
+ * piped by stream.pipeline into `COPY ... FROM STDIN` on a writer. pipeline carries back-pressure both
+ * ways (pg-copy-streams pauses the source socket while the destination socket is full), so memory stays a
+ * few socket buffers whatever the table size.
+ */
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Client } from 'pg';
+import { escapeIdentifier } from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import type { TableToCopy } from './catalog';
+import type { CopyFormat } from './copy-format';
+
+export interface TableCopyResult {
+  readonly rows: number;
+  readonly bytes: number;
+}
+
+export function qualifiedName(t: { schema: string; name: string }): string {
+  return `${escapeIdentifier(t.schema)}.${escapeIdentifier(t.name)}`;
+}
+
+/** The source side: a plain table COPY, or a query for extension configuration tables with a filter. */
+export function copyOutSql(table: TableToCopy, format: CopyFormat): string {
+  const cols = table.columns.map((c) => escapeIdentifier(c.name));
+  const opts = `(FORMAT ${format})`;
+  if (table.extensionFilter !== undefined) {
+    const list = cols.length ? cols.join(', ') : '*';
+    return `COPY (SELECT ${list} FROM ONLY ${qualifiedName(table)} ${table.extensionFilter}) TO STDOUT ${opts}`;
+  }
+  return `COPY ${qualifiedName(table)}${cols.length ? ` (${cols.join(', ')})` : ''} TO STDOUT ${opts}`;
+}
+
+/**
+ * The destination side. Ordinary tables are truncated first in the same transaction: that makes a retry
+ * start clean, and lets COPY FREEZE write rows already frozen (no later anti-wraparound rewrite).
+ */
+export function copyInSql(table: TableToCopy, format: CopyFormat): string {
+  const cols = table.columns.map((c) => escapeIdentifier(c.name));
+  const freeze = table.extensionFilter === undefined ? ', FREEZE' : '';
+  return `COPY ${qualifiedName(table)}${cols.length ? ` (${cols.join(', ')})` : ''} FROM STDIN (FORMAT ${format}${freeze})`;
+}
+
+export interface CopyTableOptions {
+  readonly format: CopyFormat;
+  readonly signal: AbortSignal;
+  /** Called with the size of each chunk as it passes (for progress). */
+  readonly onBytes?: (n: number) => void;
+}
+
+/**
+ * Copies the rows `source` sees in its snapshot into `destination`, in one destination transaction. On
+ * failure the destination transaction is rolled back when possible; the caller closes both sessions on abort.
+ */
+export async function copyTable(source: Client, destination: Client, table: TableToCopy, opts: CopyTableOptions): Promise<TableCopyResult> {
+  let bytes = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      opts.onBytes?.(chunk.length);
+      cb(null, chunk);
+    },
+  });
+  await destination.query('BEGIN');
+  if (table.extensionFilter === undefined) await destination.query(`TRUNCATE ONLY ${qualifiedName(table)}`);
+  const sink = destination.query(copyFrom(copyInSql(table, opts.format)));
+  const sourceStream = source.query(copyTo(copyOutSql(table, opts.format)));
+  await pipeline(sourceStream, counter, sink, { signal: opts.signal });
+  await destination.query('COMMIT');
+  return { rows: sink.rowCount, bytes };
+}

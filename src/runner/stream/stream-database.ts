@@ -1,0 +1,203 @@
+/**
+ * Stream mode for one database, in phases (like pgcopydb):
+ *
+ *   pre-data   export a snapshot on the source; pg_dump the schema sections in it to a small archive in the
+ *              tmp dir; list what it holds; lock the tables to copy; pg_restore its pre-data section.
+ *   copy       copy.jobs workers, each with a source session on the snapshot and a destination session,
+ *              drain a queue of tables (largest first) with COPY TO STDOUT piped into COPY FROM STDIN.
+ *   post-data  pg_restore the archive's post-data section (indexes, constraints, triggers, matview data)
+ *              with restore.jobs, once every table is loaded.
+ *   sequences  setval to the snapshot's values.
+ *   analyze    ANALYZE the copied tables in parallel, then the partitioned parents.
+ *
+ * Nothing is written to the dumps volume, and nothing to the source (every source session is read only).
+ * On failure or abort every session is dropped and every child stopped before the promise settles.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Client } from 'pg';
+import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
+import { readSourceCatalog, type SourceCatalog, type TableToCopy } from './catalog';
+import { dropForeignKeysReferencing } from './clean';
+import { copyFormat } from './copy-format';
+import { copyTable, qualifiedName } from './copy-table';
+import { StreamAbortedError, StreamTimeoutError } from './errors';
+import { copyLargeObjects } from './large-objects';
+import { ProgressTracker } from './progress';
+import { setSequences } from './sequences';
+import { closeClient, destroyClient, openSnapshotReader, openWriter, type SessionOptions } from './sessions';
+import { SourceSnapshot } from './snapshot';
+import { parseArchiveList } from './toc';
+import { dumpSchemaArchive, listArchive, restoreSection, type ToolContext } from './tools';
+import type { StreamOptions, StreamResult } from './types';
+import { drainQueue } from './work-queue';
+
+type CopyItem = { kind: 'table'; table: TableToCopy } | { kind: 'large-objects'; oids: readonly number[] };
+
+interface Worker {
+  readonly reader: Client;
+  readonly writer: Client;
+}
+
+export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig, opts: StreamOptions): Promise<StreamResult> {
+  const m = config.migration;
+  const log = opts.log ?? (() => undefined);
+  const progress = new ProgressTracker(opts.onProgress);
+  if (opts.signal?.aborted) throw new StreamAbortedError(db.name);
+
+  // One controller stops everything: the caller's signal, a phase timeout or the first failing worker.
+  const controller = new AbortController();
+  const onCallerAbort = () => controller.abort(new StreamAbortedError(db.name));
+  opts.signal?.addEventListener('abort', onCallerAbort, { once: true });
+  const sessions = new Set<Client>();
+  let snapshot: SourceSnapshot | undefined;
+  controller.signal.addEventListener('abort', () => {
+    // Dropping the sockets makes every pending query and COPY fail at once, and the servers roll back.
+    for (const c of sessions) destroyClient(c);
+    void snapshot?.destroy();
+  }, { once: true });
+
+  const track = async (open: Promise<Client>): Promise<Client> => {
+    const c = await open;
+    sessions.add(c);
+    if (controller.signal.aborted) destroyClient(c);
+    return c;
+  };
+  const release = async (c: Client) => {
+    sessions.delete(c);
+    await closeClient(c);
+  };
+  const sessionOpts: SessionOptions = { env: opts.env, connectTimeoutSeconds: m.timeouts.connect };
+  const tools: ToolContext = {
+    config, env: opts.env, binDir: opts.binDir ?? (opts.env.PG_BIN || undefined), signal: controller.signal, log,
+  };
+  const archive = join(config.paths.tmp, `stream-${db.name}-${process.pid}-${Date.now()}.schema.dump`);
+  const clock = stopwatch();
+
+  try {
+    // pre-data
+    progress.enter('pre-data');
+    snapshot = await SourceSnapshot.open(db.source, opts.env, m.timeouts.connect);
+    if (controller.signal.aborted) await snapshot.destroy();
+    log('info', `source snapshot ${snapshot.id} exported`);
+    await mkdir(config.paths.tmp, { recursive: true });
+    await dumpSchemaArchive(tools, db.source, snapshot.id, archive);
+    const toc = parseArchiveList(await listArchive(tools, archive));
+    const catalog = await readSourceCatalog(snapshot.client, toc, { serverVersionNum: snapshot.serverVersionNum, dumpExtraArgs: m.dump.extraArgs });
+    await snapshot.lockTables(catalog.tables, m.dump.lockWaitTimeoutSeconds);
+    progress.tablesTotal = catalog.tables.length;
+    log('info', `${catalog.tables.length} tables (${formatMiB(sum(catalog.tables.map((t) => t.bytes)))} on disk), ${catalog.sequences.length} sequences, ${catalog.largeObjectOids.length} large objects to copy`);
+
+    const control = await track(openWriter(db.destination, sessionOpts));
+    const destinationVersionNum = Number((await control.query<{ v: string }>("SELECT pg_catalog.current_setting('server_version_num') AS v")).rows[0].v);
+    if (m.restore.clean) {
+      const dropped = await dropForeignKeysReferencing(control, [...catalog.tables, ...catalog.partitionedParents]);
+      if (dropped > 0) log('info', `clean: dropped ${dropped} foreign keys on the destination that reference tables being replaced`);
+    }
+    await restoreSection(tools, db.destination, archive, 'pre-data');
+    const preData = clock.lap();
+
+    // copy
+    progress.enter('copy');
+    const items: CopyItem[] = [
+      // Large objects first: their size is unknown (pg_largeobject is not readable without superuser).
+      ...(catalog.largeObjectOids.length ? [{ kind: 'large-objects' as const, oids: catalog.largeObjectOids }] : []),
+      ...catalog.tables.map((table) => ({ kind: 'table' as const, table })),
+    ];
+    const workerCount = Math.max(1, Math.min(m.copy.jobs, items.length));
+    const writers = [control, ...await Promise.all(Array.from({ length: workerCount - 1 }, () => track(openWriter(db.destination, sessionOpts))))];
+    const readers = await Promise.all(Array.from({ length: workerCount }, () => track(openSnapshotReader(db.source, snapshot!.id, sessionOpts))));
+    const workers: Worker[] = readers.map((reader, i) => ({ reader, writer: writers[i] }));
+    const binaryTables = catalog.tables.filter((t) => copyFormat(t, snapshot!.serverVersionNum, destinationVersionNum) === 'binary').length;
+    log('info', `copying with ${workerCount} workers; ${binaryTables} tables in binary format, ${catalog.tables.length - binaryTables} in text`);
+
+    await withTimeout(controller, new StreamTimeoutError(db.name, 'copy', m.timeouts.dump), m.timeouts.dump, () =>
+      drainQueue(items, { workers, controller }, async (item, w, signal) => {
+        if (item.kind === 'large-objects') {
+          const bytes = await copyLargeObjects(w.reader, w.writer, item.oids, { signal, onBytes: (n) => progress.addBytes(n) });
+          log('info', `copied ${item.oids.length} large objects (${formatMiB(bytes)})`);
+          return;
+        }
+        const t = item.table;
+        const format = copyFormat(t, snapshot!.serverVersionNum, destinationVersionNum);
+        const started = Date.now();
+        const res = await copyTable(w.reader, w.writer, t, { format, signal, onBytes: (n) => progress.addBytes(n) });
+        progress.tableDone(res.rows);
+        log('info', `copied ${qualifiedName(t)}: ${res.rows} rows, ${formatMiB(res.bytes)} ${format} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+      }));
+    // The readers' transactions and the snapshot are no longer needed: release the source (locks, xmin).
+    await Promise.all(readers.map(async (r) => { await r.query('COMMIT'); await release(r); }));
+    await snapshot.close();
+    const copy = clock.lap();
+
+    // post-data
+    progress.enter('post-data');
+    await restoreSection(tools, db.destination, archive, 'post-data');
+    const postData = clock.lap();
+
+    progress.enter('sequences');
+    await setSequences(control, catalog.sequences);
+
+    progress.enter('analyze');
+    await analyze(catalog, writers, controller);
+
+    return {
+      tables: catalog.tables.length,
+      rows: progress.rowsCopied,
+      bytes: progress.bytesCopied,
+      snapshot: snapshot.id,
+      seconds: { preData, copy, postData },
+    };
+  } catch (err) {
+    const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
+    if (!controller.signal.aborted) controller.abort(err);
+    // A stop we caused explains the failure better than the broken sockets and killed tools it left behind.
+    if (reason instanceof StreamAbortedError || reason instanceof StreamTimeoutError) throw reason;
+    throw err;
+  } finally {
+    opts.signal?.removeEventListener('abort', onCallerAbort);
+    await Promise.all([...sessions].map(release));
+    await snapshot?.destroy();
+    await rm(archive, { force: true });
+  }
+}
+
+async function analyze(catalog: SourceCatalog, writers: readonly Client[], controller: AbortController): Promise<void> {
+  await drainQueue(catalog.tables, { workers: writers, controller }, async (t, w) => {
+    await w.query(`ANALYZE ${qualifiedName(t)}`);
+  });
+  // Partitioned parents last: their statistics sample the partitions.
+  if (catalog.partitionedParents.length) {
+    await writers[0].query(`ANALYZE ${catalog.partitionedParents.map(qualifiedName).join(', ')}`);
+  }
+}
+
+/** Runs `fn`; after `seconds` aborts the controller with `timeoutError`. */
+async function withTimeout<T>(controller: AbortController, timeoutError: Error, seconds: number, fn: () => Promise<T>): Promise<T> {
+  const timer = setTimeout(() => controller.abort(timeoutError), seconds * 1000);
+  try {
+    return await fn();
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function stopwatch(): { lap(): number } {
+  let last = process.hrtime.bigint();
+  return {
+    lap() {
+      const now = process.hrtime.bigint();
+      const s = Number(now - last) / 1e9;
+      last = now;
+      return Math.round(s * 1000) / 1000;
+    },
+  };
+}
+
+function sum(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
+}

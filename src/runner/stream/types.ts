@@ -1,0 +1,38 @@
+/**
+ * The public shapes of the stream engine: what `streamDatabase` takes, reports while it runs, and returns.
+ */
+
+export type StreamPhase = 'pre-data' | 'copy' | 'post-data' | 'sequences' | 'analyze';
+
+/** A snapshot of how far the run is; sent at each phase start, after each table and during long copies. */
+export interface StreamProgress {
+  readonly phase: StreamPhase;
+  readonly tablesDone: number;
+  readonly tablesTotal: number;
+  /** COPY payload bytes received from the source so far. */
+  readonly bytesCopied: number;
+  /** Rows of finished tables (COPY FROM's row count). */
+  readonly rowsCopied: number;
+}
+
+export interface StreamOptions {
+  /** The runner's environment: holds the password variables the runtime config names. */
+  readonly env: NodeJS.ProcessEnv;
+  /** Directory of pg_dump / pg_restore. @default - $PG_BIN from `env`, else PATH */
+  readonly binDir?: string;
+  /** Aborting stops every worker and child process and closes every session. */
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (p: StreamProgress) => void;
+  readonly log?: (level: 'info' | 'warn', msg: string) => void;
+}
+
+export interface StreamResult {
+  /** Tables whose data was copied (leaf tables; partitioned parents hold no rows). */
+  readonly tables: number;
+  readonly rows: number;
+  /** COPY payload bytes (binary or text format, see `copy-format.ts`). */
+  readonly bytes: number;
+  /** The exported source snapshot every reader used. */
+  readonly snapshot: string;
+  readonly seconds: { readonly preData: number; readonly copy: number; readonly postData: number };
+}
