@@ -117,8 +117,10 @@ describe('objects, names, namespace and labels', () => {
     expect(podOf(objects).metadata.labels).toEqual(one(objects, 'Job').metadata.labels);
   });
 
-  it('fails when spec.labels sets a label db-migration owns', () => {
-    const spec = exampleWith((d) => { d.labels = { 'app.kubernetes.io/instance': 'other' }; });
+  it('fails when spec.labels sets a label db-migration owns: refused by the spec, and by the chart if the spec is bypassed', () => {
+    expect(() => exampleWith((d) => { d.labels = { 'app.kubernetes.io/instance': 'other' }; }))
+      .toThrow(/labels\.app\.kubernetes\.io\/instance: is set by db-migration itself/);
+    const spec = { ...exampleWith(() => undefined), labels: { 'app.kubernetes.io/instance': 'other' } };
     expect(() => synth(spec)).toThrow(/labels: "app.kubernetes.io\/instance" is set by db-migration on every object/);
   });
 

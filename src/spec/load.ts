@@ -53,6 +53,10 @@ export function parseSpec(text: string, file = 'migration.yaml'): MigrationSpec 
             message: `unknown field (${hint}accepted here: ${accepted.join(', ')})`,
           });
         }
+      } else if (issue.code === 'invalid_key') {
+        // A bad key of a free-form map (labels, nodeSelector): point at the key and say what is wrong with it.
+        const inner = issue.issues[0];
+        issues.push({ ...locate(issue.path, true), path: formatPath(issue.path), message: inner ? describeIssue(inner) : issue.message });
       } else {
         issues.push({ ...locate(issue.path), path: formatPath(issue.path), message: describeIssue(issue) });
       }

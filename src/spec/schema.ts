@@ -60,6 +60,12 @@ const endpointDefaults = z.strictObject({
   caCert: endpointFields.caCert,
 });
 
+/** Labels the chart sets on every object; they select the Job's pods, so the spec may not override them. */
+export const RESERVED_LABELS = [
+  'app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component',
+  'app.kubernetes.io/managed-by', 'app.kubernetes.io/version',
+];
+
 const DB_LABEL = /^[a-z0-9][a-z0-9_-]*$/;
 
 const databaseSchema = z.strictObject({
@@ -97,7 +103,9 @@ export const migrationSpecSchema = z.strictObject({
   $schema: z.string().optional().describe('Path or URL of the JSON Schema, for editors.'),
   name: dnsLabel(40).default('db-migration').describe('Prefix of every resource name (DNS-1123 label).'),
   namespace: dnsLabel(63).describe('Namespace the Job runs in; the Secrets must exist there.'),
-  labels: z.record(qualifiedName(), labelValue()).default({}).describe('Extra labels on every object.'),
+  labels: z.record(qualifiedName().refine((k) => !RESERVED_LABELS.includes(k), {
+    message: `is set by db-migration itself and selects the Job's pods (reserved: ${RESERVED_LABELS.join(', ')})`,
+  }), labelValue()).default({}).describe('Extra labels on every object.'),
   image: z.strictObject({
     repository: z.string().min(1).regex(/^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, {
       message: 'must be an image repository such as ghcr.io/org/image (lower case, no tag)',

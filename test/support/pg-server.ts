@@ -22,7 +22,7 @@ export interface PgServer {
   readonly superuser: string;
   readonly superPassword: string;
   readonly dataDir: string;
-  /** Runs SQL as the superuser (simple query protocol: several statements allowed); returns the last result's rows. */
+  /** Runs SQL as the superuser (simple query protocol: several statements run as one implicit transaction, so CREATE DATABASE must be sent alone); returns the last result's rows. */
   query<T = Record<string, unknown>>(sql: string, database?: string): Promise<T[]>;
   /** Runs a SQL file with psql as the superuser, ON_ERROR_STOP. */
   psqlFile(file: string, database?: string, env?: Record<string, string>): Promise<void>;
