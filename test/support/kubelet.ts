@@ -23,6 +23,8 @@ export interface KubeletRunOptions {
   readonly imageEnv: Record<string, string>;
   /** emptyDir volumes mounted as tmpfs with their sizeLimit (their content is gone after the run). */
   readonly sizeLimitedVolumes?: readonly string[];
+  /** Host name → IP address entries for the pod's /etc/hosts, as the kubelet writes for hostAliases. */
+  readonly hostAliases?: Record<string, string>;
   /** Extra env for the container, e.g. JOB_COMPLETION_INDEX as the Job controller sets for Indexed Jobs. */
   readonly extraEnv?: Record<string, string>;
   readonly timeoutMs?: number;
@@ -98,6 +100,12 @@ export async function runJobPodAsKubelet(opts: KubeletRunOptions): Promise<Kubel
     } else {
       throw new Error(`volume ${mount.name}: only configMap, secret and emptyDir volumes are supported here`);
     }
+  }
+
+  if (opts.hostAliases) {
+    const hosts = join(stage, 'hosts');
+    writeFileSync(hosts, ['127.0.0.1 localhost', ...Object.entries(opts.hostAliases).map(([name, ip]) => `${ip} ${name}`)].join('\n') + '\n', { mode: 0o644 });
+    mounts.push(`mount --bind '${hosts}' /etc/hosts`);
   }
 
   const termination = join(stage, 'termination-log');

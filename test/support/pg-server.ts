@@ -52,7 +52,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startPgServer(opts: { name?: string; settings?: Record<string, string> } = {}): Promise<PgServer> {
+export interface PgServerOptions {
+  /** Part of the temp dir's name, for finding a server's files. */
+  readonly name?: string;
+  /** Extra postgresql.conf settings (values as written in the file). */
+  readonly settings?: Record<string, string>;
+  /** Loopback address to listen on. @default '127.0.0.1' */
+  readonly host?: string;
+  /** TCP port. @default - a free port */
+  readonly port?: number;
+  /** Serve TLS with a self-signed certificate (written to `<dataDir>/server.crt`); 'required' refuses plain connections. @default false */
+  readonly ssl?: boolean | 'required';
+}
+
+export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServer> {
   const root = mkdtempSync(join(tmpdir(), `dbm-${opts.name ?? 'pg'}-`));
   const dataDir = join(root, 'data');
   const superPassword = `super-${Math.random().toString(36).slice(2)}-pw`;
@@ -70,9 +83,16 @@ export async function startPgServer(opts: { name?: string; settings?: Record<str
   ]);
   await run(initCmd, initArgs);
   rmSync(pwFile);
-  const port = await freePort();
+  const host = opts.host ?? '127.0.0.1';
+  const port = opts.port ?? await freePort();
+  if (opts.ssl) {
+    const [cmd, args] = asPostgres('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${host}`,
+      '-keyout', join(dataDir, 'server.key'), '-out', join(dataDir, 'server.crt')]);
+    await run(cmd, args);
+  }
   const settings: Record<string, string> = {
-    listen_addresses: "'127.0.0.1'",
+    listen_addresses: `'${host}'`,
+    ...(opts.ssl ? { ssl: 'on' } : {}),
     port: String(port),
     unix_socket_directories: "''",
     fsync: 'off',
@@ -82,7 +102,7 @@ export async function startPgServer(opts: { name?: string; settings?: Record<str
     ...opts.settings,
   };
   appendFileSync(join(dataDir, 'postgresql.conf'), Object.entries(settings).map(([k, v]) => `${k} = ${v}\n`).join(''));
-  writeFileSync(join(dataDir, 'pg_hba.conf'), 'host all all 127.0.0.1/32 scram-sha-256\n');
+  writeFileSync(join(dataDir, 'pg_hba.conf'), `${opts.ssl === 'required' ? 'hostssl' : 'host'} all all 127.0.0.0/8 scram-sha-256\n`);
 
   const logFile = join(root, 'server.log');
   const pgCtl = (...args: string[]) => {
@@ -93,13 +113,13 @@ export async function startPgServer(opts: { name?: string; settings?: Record<str
   await start();
 
   const server: PgServer = {
-    host: '127.0.0.1',
+    host,
     port,
     superuser: SUPERUSER,
     superPassword,
     dataDir,
     async query<T>(sql: string, database = 'postgres') {
-      const client = new Client({ host: '127.0.0.1', port, user: SUPERUSER, password: superPassword, database });
+      const client = new Client({ host, port, user: SUPERUSER, password: superPassword, database, ssl: opts.ssl ? { rejectUnauthorized: false } : false });
       await client.connect();
       try {
         const res = await client.query(sql);
@@ -110,8 +130,8 @@ export async function startPgServer(opts: { name?: string; settings?: Record<str
       }
     },
     async psqlFile(file, database = 'postgres', env = {}) {
-      await run(join(PG_BIN, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(port), '-U', SUPERUSER, '-d', database, '-f', file], {
-        env: { ...process.env, PGPASSWORD: superPassword, PGOPTIONS: '-c client_min_messages=WARNING', ...env },
+      await run(join(PG_BIN, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', host, '-p', String(port), '-U', SUPERUSER, '-d', database, '-f', file], {
+        env: { ...process.env, PGPASSWORD: superPassword, PGOPTIONS: '-c client_min_messages=WARNING', PGSSLMODE: opts.ssl ? 'require' : 'disable', ...env },
         maxBuffer: 64 * 1024 * 1024,
       });
     },
