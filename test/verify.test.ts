@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { libpqEnv } from '../src/runner/connection';
+import { tableChecksums } from '../src/runner/checksum';
+import { connect } from '../src/runner/connection';
 import { verifyDatabase } from '../src/runner/verify';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
@@ -110,8 +112,8 @@ describe('verifyDatabase', () => {
     await destination.query('DROP TABLE "Bücher".titel', 'missing_table');
     const result = await verifyDatabase(t.config.databases[0], t.config, t.env);
     expect(result.differences).toEqual([{
-      schema: 'Bücher', object: 'titel', kind: 'missing', source: 'present', destination: 'missing',
-      message: 'table "Bücher".titel is missing on the destination',
+      schema: 'Bücher', object: 'table titel', kind: 'inventory', source: 'present', destination: 'missing',
+      message: 'Table "Bücher".titel is missing on the destination',
     }]);
     expect(result.tables).toBe(11);
   });
@@ -121,8 +123,8 @@ describe('verifyDatabase', () => {
     await destination.query('REFRESH MATERIALIZED VIEW inventory.stock_snapshot', 'matview');
     const result = await verifyDatabase(t.config.databases[0], t.config, t.env);
     expect(result.differences).toEqual([{
-      schema: 'inventory', object: 'stock_snapshot', kind: 'rows', source: 'not populated', destination: 'populated',
-      message: 'materialized view inventory.stock_snapshot is not populated on the source but populated on the destination',
+      schema: 'inventory', object: 'materialized view stock_snapshot', kind: 'inventory', source: 'populated: no', destination: 'populated: yes',
+      message: 'Materialized view inventory.stock_snapshot: populated is no on the source but yes on the destination',
     }]);
   });
 
@@ -131,7 +133,8 @@ describe('verifyDatabase', () => {
     await destination.query('DROP TABLE "Bücher".titel', 'only_sales');
     const t = setup('only_sales', { dump: { schemas: ['sales'] } });
     const result = await verifyDatabase(t.config.databases[0], t.config, copy.env);
-    expect(result).toEqual({ ok: true, tables: 3, rowsVerified: 5000 + 15000 + 2000, sequences: 2, differences: [] });
+    expect(result).toMatchObject({ ok: true, tables: 3, rowsVerified: 5000 + 15000 + 2000, sequences: 2, checksummed: 0, differences: [] });
+    expect(result.objects).toBeGreaterThan(10);
   });
 
   it('stops at timeouts.verify when a count cannot finish', async () => {
@@ -155,5 +158,43 @@ describe('verifyDatabase', () => {
   it('fails (does not report ok) when the destination cannot be reached', async () => {
     const t = setup('no_such_db');
     await expect(verifyDatabase(t.config.databases[0], t.config, t.env)).rejects.toThrow(/database "no_such_db" does not exist/);
+  });
+
+  it('reports a dropped index and a revoked grant through the object inventory', async () => {
+    const t = await restoreCopy('inventory_diff');
+    await destination.query('DROP INDEX sales.orders_customer_idx; REVOKE SELECT ON sales.orders FROM app_reader', 'inventory_diff');
+    const result = await verifyDatabase(t.config.databases[0], t.config, t.env);
+    expect(result.ok).toBe(false);
+    expect(result.differences.map((d) => [d.kind, d.message])).toEqual([
+      ['inventory', expect.stringMatching(/index sales\.orders_customer_idx is missing on the destination/i)],
+      ['inventory', expect.stringMatching(/privileges of app_reader on table sales\.orders/i)],
+    ]);
+  });
+
+  it('with verify: checksums, reports a changed value that row counts cannot see', async () => {
+    const t = await restoreCopy('checksum_diff');
+    await destination.query(`UPDATE sales.orders SET note = 'changed' WHERE id = 42`, 'checksum_diff');
+    const counts = await verifyDatabase(t.config.databases[0], t.config, t.env);
+    expect(counts.ok).toBe(true);
+    const sums = setup('checksum_diff', { verify: 'checksums' });
+    const result = await verifyDatabase(sums.config.databases[0], sums.config, t.env);
+    expect(result.checksummed).toBeGreaterThan(5);
+    expect(result.differences).toEqual([expect.objectContaining({ schema: 'sales', kind: 'checksum', message: expect.stringMatching(/sales\.orders.*content differs/) })]);
+  });
+
+  it('with verify: checksums and source checksums taken earlier, compares against those, not the live source', async () => {
+    const t = await restoreCopy('checksum_snapshot');
+    const sums = setup('checksum_snapshot', { verify: 'checksums' });
+    // given source checksums taken at dump time, and a write on the source after that
+    const client = await connect(sums.config.databases[0].source, sums.env, { readOnly: true, connectTimeoutSeconds: 10 });
+    const atDump = await tableChecksums(client).finally(() => client.end());
+    await source.query(`INSERT INTO public."café" ("名前", boisson, prix) SELECT 'later', boisson, prix FROM public."café" LIMIT 1`, 'app');
+    try {
+      // then the destination matches what was dumped
+      const result = await verifyDatabase(sums.config.databases[0], sums.config, t.env, { sourceChecksums: atDump });
+      expect(result.differences.filter((d) => d.kind === 'checksum')).toEqual([]);
+    } finally {
+      await source.query(`DELETE FROM public."café" WHERE "名前" = 'later'`, 'app');
+    }
   });
 });

@@ -1,12 +1,19 @@
 /**
- * Verification after the restore: exact row counts of every table (leaf partitions counted, partitioned
- * parents not, so no row is counted twice) and materialized view, and the state of every sequence, source
- * against destination, in the schemas the dump covers. Both sides are connected read only; counts run in
- * parallel on a few connections per side, largest tables first.
+ * Verification after the restore, source against destination, in the schemas the dump covers:
+ * - `counts`: exact row counts of every table (leaf partitions counted, partitioned parents not, so no row is
+ *   counted twice) and materialized view, the state of every sequence, and the object inventory (tables,
+ *   columns, indexes, constraints, triggers, functions, types, policies; privileges unless noAcl; owners unless
+ *   noOwner);
+ * - `checksums`: all of that, plus an order-independent content checksum of every table. The source side may
+ *   be given, computed by the caller in the snapshot the dump used, so that writes on the source since the
+ *   dump are not reported as loss.
+ * Both sides are connected read only; counts run in parallel on a few connections per side, largest first.
  */
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
+import { compareChecksums, tableChecksums, type TableChecksum } from './checksum';
 import { connect, describeEndpoint } from './connection';
+import { compareInventories, readInventory } from './inventory';
 import { schemaMatcher } from './schemas';
 import { displayName, qualifiedName } from './sql';
 
@@ -14,8 +21,9 @@ export interface VerifyDifference {
   readonly schema: string;
   /** Object name (table, materialized view, sequence, view). */
   readonly object: string;
-  readonly kind: 'rows' | 'sequence' | 'missing';
-  /** Row count, sequence state ("10700 (is_called true)"), "populated"/"not populated", or "present". */
+  /** rows, sequence: from counting; inventory: an object is missing, extra or different; checksum: table content differs. */
+  readonly kind: 'rows' | 'sequence' | 'inventory' | 'checksum';
+  /** Row count, sequence state ("10700 (is_called true)"), "populated"/"not populated", "present", or a definition. */
   readonly source: number | string;
   /** Same, or "missing". */
   readonly destination: number | string;
@@ -31,12 +39,21 @@ export interface VerifyResult {
   readonly rowsVerified: number;
   /** Sequences compared. */
   readonly sequences: number;
+  /** Objects in the source inventory that were compared. */
+  readonly objects: number;
+  /** Tables whose content checksum was compared (verify: checksums). */
+  readonly checksummed: number;
   readonly differences: VerifyDifference[];
 }
 
 export interface VerifyOptions {
   /** Connections per side for counting. @default 4 */
   readonly concurrency?: number;
+  /**
+   * Source checksums taken in the dump's snapshot (verify: checksums).
+   * @default - computed now on the live source: writes since the dump then show as differences
+   */
+  readonly sourceChecksums?: ReadonlyMap<string, TableChecksum>;
 }
 
 type Kind = 'r' | 'p' | 'v' | 'm' | 'S';
@@ -87,27 +104,13 @@ export async function verifyDatabase(
     for (const rel of srcRels) {
       const other = dstByName.get(`${rel.schema}.${rel.name}`);
       const label = `${KIND_NOUN[rel.kind]} ${displayName(rel.schema, rel.name)}`;
-      if (!other || other.kind !== rel.kind) {
-        differences.push({
-          schema: rel.schema, object: rel.name, kind: 'missing', source: 'present', destination: 'missing',
-          message: `${label} is missing on the destination`,
-        });
-        continue;
-      }
+      // A missing object, or a materialized view populated on one side only, is reported by the inventory.
+      if (!other || other.kind !== rel.kind) continue;
       const q = qualifiedName(rel.schema, rel.name);
       if (rel.kind === 'r' || rel.kind === 'm') {
         tables++;
-        if (rel.kind === 'm' && (!rel.populated || !other.populated)) {
-          // An unpopulated materialized view cannot be read; what must match is whether it holds data.
-          if (rel.populated !== other.populated) {
-            const state = (p: boolean) => (p ? 'populated' : 'not populated');
-            differences.push({
-              schema: rel.schema, object: rel.name, kind: 'rows', source: state(rel.populated), destination: state(other.populated),
-              message: `${label} is ${state(rel.populated)} on the source but ${state(other.populated)} on the destination`,
-            });
-          }
-          continue;
-        }
+        // An unpopulated materialized view cannot be read; whether it holds data is compared by the inventory.
+        if (rel.kind === 'm' && (!rel.populated || !other.populated)) continue;
         const sql = `SELECT count(*)::text AS n FROM ${rel.kind === 'r' ? 'ONLY ' : ''}${q}`;
         tasks.push(async (s, d) => {
           const [a, b] = await Promise.all([s.query<{ n: string }>(sql), d.query<{ n: string }>(sql)]);
@@ -141,8 +144,33 @@ export async function verifyDatabase(
     }
 
     await runPool(tasks, Math.max(1, opts.concurrency ?? 4), src, dst, () => Promise.all([open('source'), open('destination')]));
+
+    // The object inventory: what pg_restore can silently lose (indexes, constraints, policies, grants...).
+    const { schemas: only, excludeSchemas } = config.migration.dump;
+    const inventoryOpts = { schemas: only, excludeSchemas, includeAcl: !config.migration.restore.noAcl, includeOwners: !config.migration.restore.noOwner };
+    const [srcInv, dstInv] = await Promise.all([readInventory(src, inventoryOpts), readInventory(dst, inventoryOpts)]);
+    for (const d of compareInventories(srcInv, dstInv)) {
+      const [source, destination] = d.what === 'missing' ? ['present', 'missing']
+        : d.what === 'extra' ? ['missing', 'present'] : [d.source ?? '', d.destination ?? ''];
+      differences.push({ schema: d.schema, object: d.object, kind: 'inventory', source, destination, message: d.message });
+    }
+
+    let checksummed = 0;
+    if (config.migration.verify === 'checksums') {
+      const selection = { schemas: only, excludeSchemas };
+      const [srcSums, dstSums] = await Promise.all([
+        opts.sourceChecksums ? Promise.resolve(opts.sourceChecksums) : tableChecksums(src, selection),
+        tableChecksums(dst, selection),
+      ]);
+      checksummed = srcSums.size;
+      for (const d of compareChecksums(new Map(srcSums), dstSums)) {
+        differences.push({
+          schema: d.schema, object: d.object, kind: 'checksum', source: d.source ?? 'missing', destination: d.destination ?? 'missing', message: d.message,
+        });
+      }
+    }
     differences.sort((a, b) => cmp(a.schema, b.schema) || cmp(a.object, b.object));
-    return { ok: differences.length === 0, tables, rowsVerified, sequences, differences };
+    return { ok: differences.length === 0, tables, rowsVerified, sequences, objects: srcInv.objects.length, checksummed, differences };
   } catch (err) {
     if (timedOut) {
       throw new Error(`verification of ${db.name} (${describeEndpoint(db.destination)}) did not finish within timeouts.verify (${timeoutSeconds}s)`);
