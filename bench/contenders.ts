@@ -1,0 +1,158 @@
+/**
+ * The contenders: what each runs, as a list of steps timed together. The destination database is dropped
+ * and re-created empty before each (outside the timing). Hand runs authenticate through a password file
+ * (PGPASSFILE, mode 600); the runner through a Secret manifest file (mode 600), as on a workstation.
+ * Nothing secret is ever on a command line.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import type { PgServer } from '../test/support/pg-server';
+
+export type ContenderKind = 'hand' | 'runner';
+
+export interface Step {
+  readonly cmd: string;
+  readonly args: readonly string[];
+  /** For the report: how this step runs, without secrets. */
+  readonly display: string;
+}
+
+export interface Contender {
+  readonly id: string;
+  readonly label: string;
+  readonly kind: ContenderKind;
+  /** The directory whose size is polled for the peak dump bytes; undefined when nothing is written (a pipe). */
+  readonly dumpDir?: string;
+  readonly steps: readonly Step[];
+  readonly env: NodeJS.ProcessEnv;
+  /** For runner contenders: where its logs/summary.json lands. */
+  readonly workDir?: string;
+  readonly mode?: 'dump' | 'stream';
+  readonly verify?: 'counts' | 'none';
+}
+
+export const CONTENDER_IDS = [
+  'seed', 'tuned', 'pipe', 'runner-dump', 'runner-dump-noverify', 'runner-stream', 'runner-stream-noverify',
+] as const;
+export type ContenderId = (typeof CONTENDER_IDS)[number];
+
+export interface ContenderContext {
+  readonly source: PgServer;
+  readonly destination: PgServer;
+  /** Source and destination database names (the same name on both servers). */
+  readonly database: string;
+  readonly jobs: number;
+  readonly binDir: string;
+  /** Per-contender scratch directory (created by the caller, removed after the contender). */
+  readonly dir: string;
+  /** Secret files shared by all contenders. */
+  readonly passFile: string;
+  readonly secretsFile: string;
+  readonly repoRoot: string;
+  readonly timeoutSeconds: number;
+}
+
+const conn = (s: PgServer) => ['-h', s.host, '-p', String(s.port), '-U', s.superuser];
+
+/** The environment of every child: no inherited libpq settings, and the password file for the hand runs. */
+export function childEnv(passFile?: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
+  if (passFile) env.PGPASSFILE = passFile;
+  return env;
+}
+
+export function writePassFile(file: string, servers: readonly PgServer[]): void {
+  const esc = (s: string) => s.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
+  writeFileSync(file, servers.map((s) => `${s.host}:${s.port}:*:${esc(s.superuser)}:${esc(s.superPassword)}\n`).join(''), { mode: 0o600 });
+}
+
+export function writeSecretsFile(file: string, source: PgServer, destination: PgServer): void {
+  writeFileSync(file, stringify({
+    apiVersion: 'v1', kind: 'Secret', metadata: { name: 'bench-pg' },
+    stringData: { source: source.superPassword, destination: destination.superPassword },
+  }), { mode: 0o600 });
+}
+
+const RUNNER_SCRIPT = 'src/cli/main.ts';
+export { RUNNER_SCRIPT };
+
+function runnerContender(ctx: ContenderContext, id: ContenderId, mode: 'dump' | 'stream', verify: 'counts' | 'none'): Contender {
+  const workDir = join(ctx.dir, 'work');
+  const specFile = join(ctx.dir, 'spec.yaml');
+  const t = ctx.timeoutSeconds;
+  const endpoint = (s: PgServer, key: string) => ({
+    host: s.host, port: s.port, username: s.superuser, sslmode: 'disable', password: { secret: 'bench-pg', key },
+  });
+  writeFileSync(specFile, stringify({
+    name: 'bench',
+    namespace: 'bench',
+    migration: {
+      mode,
+      verify,
+      dump: { jobs: ctx.jobs },
+      restore: { jobs: ctx.jobs },
+      copy: { jobs: ctx.jobs },
+      // A benchmark measures one attempt: a failure must show, not be retried.
+      retries: { attempts: 1, delaySeconds: 0 },
+      timeouts: { connect: 10, dump: t, restore: t, verify: t },
+    },
+    defaults: { source: endpoint(ctx.source, 'source'), destination: endpoint(ctx.destination, 'destination') },
+    databases: [{ name: 'bench', source: { database: ctx.database }, destination: { database: ctx.database } }],
+  }), { mode: 0o600 });
+  // `npx tsx src/cli/main.ts ...` minus npx's own start-up: the same tsx binary npx would resolve.
+  const tsx = join(ctx.repoRoot, 'node_modules', '.bin', 'tsx');
+  const args = [RUNNER_SCRIPT, 'migrate', '--spec', specFile, '--secrets', ctx.secretsFile, '--work-dir', workDir, '--bin-dir', ctx.binDir];
+  const label = `runner ${mode}${verify === 'none' ? ' (verify: none)' : ' (verify: counts)'}`;
+  return {
+    id, label, kind: 'runner', mode, verify, workDir,
+    dumpDir: join(workDir, 'dumps'),
+    env: childEnv(),
+    steps: [{ cmd: tsx, args, display: `tsx ${args.join(' ')}` }],
+  };
+}
+
+export function buildContender(id: ContenderId, ctx: ContenderContext): Contender {
+  const bin = (t: string) => join(ctx.binDir, t);
+  const src = [...conn(ctx.source), '-d', ctx.database];
+  const dst = [...conn(ctx.destination), '-d', ctx.database];
+  const env = childEnv(ctx.passFile);
+  const step = (cmd: string, args: string[]): Step => ({ cmd, args, display: `${cmd.split('/').pop()} ${args.join(' ')}` });
+  switch (id) {
+    case 'seed': {
+      const dumpDir = join(ctx.dir, 'dump');
+      const file = join(dumpDir, 'dump.sql');
+      mkdirSync(dumpDir, { recursive: true, mode: 0o700 });
+      return {
+        id, label: 'seed: pg_dump plain + psql -f', kind: 'hand', dumpDir, env,
+        steps: [
+          step(bin('pg_dump'), [...src, '-f', file]),
+          step(bin('psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', ...dst, '-o', '/dev/null', '-f', file]),
+        ],
+      };
+    }
+    case 'tuned': {
+      const dumpDir = join(ctx.dir, 'dump');
+      return {
+        id, label: `tuned: pg_dump -Fd -j ${ctx.jobs} + pg_restore -j ${ctx.jobs}`, kind: 'hand', dumpDir, env,
+        steps: [
+          step(bin('pg_dump'), [...src, '-Fd', '-j', String(ctx.jobs), '-Z0', '-f', dumpDir]),
+          step(bin('pg_restore'), [...dst, '-j', String(ctx.jobs), dumpDir]),
+        ],
+      };
+    }
+    case 'pipe': {
+      // Quoting: every argument is a path, host, port, name or flag without shell metacharacters.
+      const sh = `set -o pipefail; '${bin('pg_dump')}' ${src.join(' ')} -Fc -Z0 | '${bin('pg_restore')}' ${dst.join(' ')}`;
+      return {
+        id, label: 'pipe: pg_dump -Fc | pg_restore', kind: 'hand', env,
+        steps: [{ cmd: '/bin/bash', args: ['-c', sh], display: sh }],
+      };
+    }
+    case 'runner-dump': return runnerContender(ctx, id, 'dump', 'counts');
+    case 'runner-dump-noverify': return runnerContender(ctx, id, 'dump', 'none');
+    case 'runner-stream': return runnerContender(ctx, id, 'stream', 'counts');
+    case 'runner-stream-noverify': return runnerContender(ctx, id, 'stream', 'none');
+  }
+}

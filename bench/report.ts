@@ -1,0 +1,124 @@
+/**
+ * The benchmark's output: one markdown table on stdout, and the same results with machine information as
+ * JSON (bench/results/<timestamp>.json and bench/results/latest.json) for comparisons over time.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import type { DatasetInfo } from './datasets';
+
+export interface StepReport {
+  readonly display: string;
+  readonly seconds: number;
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly timedOut: boolean;
+}
+
+export interface ContenderResult {
+  readonly dataset: string;
+  readonly contender: string;
+  readonly label: string;
+  readonly kind: 'hand' | 'runner';
+  readonly ok: boolean;
+  /** "ok", or "failed: <first error line>". */
+  readonly status: string;
+  /** Seconds from the first step's start to the last step's end (failed runs: until they failed). */
+  readonly wallSeconds?: number;
+  ratioToTuned?: number;
+  /** Peak resident set (VmHWM) of the runner's node process. */
+  readonly runnerPeakRssMiB?: number;
+  /** Which process the peak RSS is of (pid and command line), to check the measurement. */
+  readonly runnerProcess?: string;
+  /** Peak of the summed resident sets of the runner's whole process tree (node, tsx, pg_dump/pg_restore workers). */
+  readonly runnerTreePeakRssMiB?: number;
+  /** Peak apparent size of the dump directory; undefined when nothing goes to disk (the pipe). */
+  readonly peakDumpBytes?: number;
+  readonly steps: readonly StepReport[];
+  /** The runner's own phase timings, from its logs/summary.json. */
+  readonly phases?: Record<string, number | undefined>;
+  /** Wall time outside those phases: tsx start-up, plan, pre-flight, clean-up. */
+  readonly overheadSeconds?: number;
+  /** The end of the runner's output, when it failed. */
+  readonly outputTail?: readonly string[];
+}
+
+export interface MachineInfo {
+  readonly cores: number;
+  readonly cpuModel: string;
+  readonly memoryGiB: number;
+  readonly kernel: string;
+  readonly node: string;
+  readonly pgDump: string;
+  readonly server: string;
+  readonly gitCommit?: string;
+  readonly gitDirty?: boolean;
+  /** 1-minute load average when the run started and when it ended: other work on the box skews the times. */
+  readonly loadAverage: { readonly start?: number; readonly end: number };
+}
+
+export function machineInfo(binDir: string, serverVersion: string, repoRoot: string, loadAtStart?: number): MachineInfo {
+  const sh = (cmd: string, args: string[]) => {
+    try { return execFileSync(cmd, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim(); } catch { return undefined; }
+  };
+  const status = sh('git', ['status', '--porcelain', '--untracked-files=no']);
+  return {
+    cores: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    kernel: release(),
+    node: process.version,
+    pgDump: sh(join(binDir, 'pg_dump'), ['--version']) ?? 'unknown',
+    server: serverVersion,
+    gitCommit: sh('git', ['rev-parse', 'HEAD']),
+    gitDirty: status === undefined ? undefined : status.length > 0,
+    loadAverage: { start: loadAtStart, end: loadavg()[0] },
+  };
+}
+
+const mib = (bytes: number) => bytes / 2 ** 20;
+const fmt = (n: number | undefined, digits = 1) => (n === undefined ? '—' : n.toFixed(digits));
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+export function markdownTable(results: readonly ContenderResult[]): string {
+  const head = '| dataset | contender | wall s | × tuned | runner peak RSS MiB | peak dump MiB | status |';
+  const sep = '|---|---|--:|--:|--:|--:|---|';
+  const rows = results.map((r) => `| ${cell(r.dataset)} | ${cell(r.label)} | ${fmt(r.wallSeconds)} | ${r.ratioToTuned === undefined ? '—' : `${r.ratioToTuned.toFixed(2)}×`} | `
+    + `${fmt(r.runnerPeakRssMiB)} | ${r.peakDumpBytes === undefined ? '—' : fmt(mib(r.peakDumpBytes))} | ${cell(truncate(r.status, 160))} |`);
+  return [head, sep, ...rows].join('\n');
+}
+
+function truncate(s: string, n: number): string {
+  return s.length <= n ? s : `${s.slice(0, n - 1)}…`;
+}
+
+export function notes(datasets: readonly DatasetInfo[], jobs: number, results: readonly ContenderResult[] = []): string[] {
+  const phaseNotes = results.filter((r) => r.phases && Object.keys(r.phases).length).map((r) => {
+    const p = Object.entries(r.phases!).filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${fmt(v)}`).join(', ');
+    return `- ${r.dataset} / ${r.label}: runner phases (s) ${p}; start-up + pre-flight + rest ${fmt(r.overheadSeconds)}; `
+      + `whole tree peak RSS (node + pg tools) ${fmt(r.runnerTreePeakRssMiB)} MiB`;
+  });
+  return [
+    ...phaseNotes,
+    ...datasets.map((d) => `- dataset ${d.name}: ${d.description}; source ${fmt(mib(d.sourceBytes))} MiB, ${d.tables} tables, `
+      + `largest ${d.largestTable} (${d.largestRows} rows); generated in ${fmt(d.generateSeconds)} s`),
+    `- N = ${jobs} jobs everywhere; hand dumps are uncompressed (-Z0) like the runner's default (dump.compression: 0).`,
+    '- runner times are the whole CLI process: tsx start-up, pre-flight, dump, restore, ANALYZE and verification '
+      + '(verify: counts = row counts, sequences, object inventory); the "verify: none" rows leave verification out. Hand runs do no ANALYZE.',
+    '- × tuned: wall time over the tuned hand run on the same dataset. Peak dump MiB: apparent size of the dump directory, polled every 200 ms. '
+      + 'Runner peak RSS: VmHWM of the runner\'s node process, polled every 75 ms.',
+    '- every contender starts from a dropped and re-created empty destination database and is checked afterwards: same number of tables, '
+      + 'same row count in the largest table as the source.',
+  ];
+}
+
+export function writeResults(dir: string, doc: unknown, startedAt: Date): string {
+  mkdirSync(dir, { recursive: true });
+  const stamp = startedAt.toISOString().replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z');
+  const file = join(dir, `${stamp}.json`);
+  const text = `${JSON.stringify(doc, null, 2)}\n`;
+  writeFileSync(file, text);
+  writeFileSync(join(dir, 'latest.json'), text);
+  return file;
+}

@@ -1,0 +1,356 @@
+/**
+ * `npm run bench [-- --scale 20 --tables 200 --jobs 2]`: times the ways of moving a database between two
+ * throwaway PostgreSQL 15 servers on the same data, and prints one markdown table (also written as JSON to
+ * bench/results/). See bench/README.md. Never part of `npm test`.
+ *
+ * Exit code: 0 every contender succeeded, 1 some contender failed (the table says which and why),
+ * 2 the harness itself failed (bad arguments, a server or dataset that could not be set up).
+ */
+import { readFileSync, mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startPgServer, type PgServer } from '../test/support/pg-server';
+import {
+  buildContender, CONTENDER_IDS, RUNNER_SCRIPT, writePassFile, writeSecretsFile, type Contender, type ContenderContext, type ContenderId,
+} from './contenders';
+import { checkDestination, generateManyTables, generatePgbench, recreateDatabase, type DatasetInfo } from './datasets';
+import { DirPeak, firstErrorLine, killGroup, runnerNodeProcess, runningGroups, runStep } from './measure';
+import { machineInfo, markdownTable, notes, writeResults, type ContenderResult, type StepReport } from './report';
+
+const REPO_ROOT = resolve(__dirname, '..');
+const DATASETS = ['pgbench', 'tables'] as const;
+type DatasetId = (typeof DATASETS)[number];
+
+const USAGE = `npm run bench -- [options]
+
+  --scale N          pgbench scale; also sizes the large tables of the many-tables dataset (default 20)
+  --tables N         tables in the many-tables dataset (default 200)
+  --jobs N           parallel jobs for pg_dump -j / pg_restore -j and the runner (default 2)
+  --timeout S        seconds allowed per contender (default max(300, 30 × scale))
+  --datasets LIST    comma-separated: ${DATASETS.join(', ')} (default all)
+  --contenders LIST  comma-separated: ${CONTENDER_IDS.join(', ')} (default all)
+  --bin-dir DIR      PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
+  --results-dir DIR  where the JSON goes (default bench/results)
+  --keep             keep the temporary directory (outputs of every contender) and print its path
+`;
+
+/** Same settings for both servers and every contender: fast and unsafe, as a benchmark box may be. */
+const SERVER_SETTINGS: Record<string, string> = {
+  shared_buffers: '1GB',
+  maintenance_work_mem: '512MB',
+  work_mem: '64MB',
+  max_wal_size: '8GB',
+  checkpoint_timeout: '30min',
+  autovacuum: 'off',
+  max_connections: '100',
+};
+
+interface Options {
+  scale: number;
+  tables: number;
+  jobs: number;
+  timeoutSeconds: number;
+  datasets: DatasetId[];
+  contenders: ContenderId[];
+  binDir: string;
+  resultsDir: string;
+  keep: boolean;
+}
+
+class UsageError extends Error {}
+
+function parseOptions(argv: string[]): Options | undefined {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        scale: { type: 'string' }, tables: { type: 'string' }, jobs: { type: 'string' }, timeout: { type: 'string' },
+        datasets: { type: 'string' }, contenders: { type: 'string' }, 'bin-dir': { type: 'string' },
+        'results-dir': { type: 'string' }, keep: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) return undefined;
+  const int = (name: string, v: string | undefined, def: number, min: number, max: number) => {
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max} (got "${v}")`);
+    return n;
+  };
+  const list = <T extends string>(name: string, v: string | undefined, all: readonly T[]): T[] => {
+    if (v === undefined) return [...all];
+    const items = v.split(',').map((s) => s.trim()).filter(Boolean);
+    const bad = items.filter((i) => !all.includes(i as T));
+    if (bad.length || items.length === 0) throw new UsageError(`--${name}: unknown ${bad.join(', ') || '(empty)'} (choose from ${all.join(', ')})`);
+    return all.filter((a) => items.includes(a));
+  };
+  const scale = int('scale', values.scale, 20, 1, 10_000);
+  return {
+    scale,
+    tables: int('tables', values.tables, 200, 3, 2000),
+    jobs: int('jobs', values.jobs, 2, 1, 64),
+    timeoutSeconds: int('timeout', values.timeout, Math.max(300, 30 * scale), 1, 7 * 24 * 3600),
+    datasets: list('datasets', values.datasets, DATASETS),
+    contenders: list('contenders', values.contenders, CONTENDER_IDS),
+    binDir: resolve(values['bin-dir'] ?? process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin'),
+    resultsDir: resolve(values['results-dir'] ?? join(REPO_ROOT, 'bench', 'results')),
+    keep: values.keep ?? false,
+  };
+}
+
+/** Everything to undo, newest first; runs once, whether the run ends, fails or is interrupted. */
+class Cleanup {
+  private readonly tasks: Array<{ what: string; run: () => Promise<void> | void }> = [];
+  private running?: Promise<void>;
+
+  add(what: string, run: () => Promise<void> | void): void {
+    this.tasks.push({ what, run });
+  }
+
+  run(): Promise<void> {
+    this.running ??= (async () => {
+      for (const pid of runningGroups) killGroup(pid, 'SIGKILL');
+      for (const t of this.tasks.reverse()) {
+        try {
+          await Promise.race([t.run(), new Promise((r) => setTimeout(r, 30_000).unref())]);
+        } catch (err) {
+          process.stderr.write(`bench: cleanup of ${t.what} failed: ${(err as Error).message}\n`);
+        }
+      }
+    })();
+    return this.running;
+  }
+}
+
+const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
+
+function readSummary(workDir: string): { ok?: boolean; databases?: Array<Record<string, unknown>> } | undefined {
+  const file = join(workDir, 'logs', 'summary.json');
+  if (!existsSync(file)) return undefined;
+  try { return JSON.parse(readFileSync(file, 'utf8')); } catch { return undefined; }
+}
+
+function tail(file: string, n: number): string[] {
+  try { return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).slice(-n); } catch { return []; }
+}
+
+async function runContender(
+  c: Contender, dataset: DatasetInfo, ctx: ContenderContext,
+): Promise<ContenderResult> {
+  const logFile = join(ctx.dir, 'output.log');
+  const dirPeak = c.dumpDir ? new DirPeak(c.dumpDir, 200) : undefined;
+  const deadline = Date.now() + ctx.timeoutSeconds * 1000;
+  const steps: StepReport[] = [];
+  let failure: string | undefined;
+  let runnerPeakKiB: number | undefined;
+  let treePeakKiB: number | undefined;
+  let timedOut = false;
+  let runnerProcess: string | undefined;
+  dirPeak?.start();
+  const started = process.hrtime.bigint();
+  for (const step of c.steps) {
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) { failure = `timed out after ${ctx.timeoutSeconds} s`; break; }
+    const res = await runStep(step.cmd, step.args, {
+      env: c.env, cwd: ctx.repoRoot, logFile, timeoutMs: remaining, memoryPollMs: c.kind === 'runner' ? 75 : undefined,
+    });
+    steps.push({ display: step.display, seconds: res.seconds, exitCode: res.exitCode, signal: res.signal, timedOut: res.timedOut });
+    if (c.kind === 'runner') {
+      const proc = runnerNodeProcess(res.memory, RUNNER_SCRIPT);
+      runnerPeakKiB = proc?.peakKiB;
+      runnerProcess = proc ? `pid ${proc.pid}: ${proc.cmdline.slice(0, 200)}` : undefined;
+      treePeakKiB = res.memory?.treePeakSumKiB;
+    }
+    if (res.timedOut) { timedOut = true; failure = `timed out after ${ctx.timeoutSeconds} s (limit per contender; --timeout)`; break; }
+    if (res.exitCode !== 0) {
+      const tool = step.cmd.split('/').pop();
+      failure = `${tool} exited ${res.exitCode ?? res.signal}: ${firstErrorLine(readFileSync(logFile, 'utf8')) ?? 'no output'}`;
+      break;
+    }
+  }
+  const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const peakDumpBytes = await dirPeak?.stop();
+
+  let phases: Record<string, number | undefined> | undefined;
+  if (c.kind === 'runner' && c.workDir) {
+    const summary = readSummary(c.workDir);
+    const db = summary?.databases?.[0];
+    if (db) {
+      const all: Record<string, unknown> = {
+        dump: db.dumpSeconds, restore: db.restoreSeconds, analyze: db.analyzeSeconds, verify: db.verifySeconds,
+      };
+      const known = Object.entries(all).filter((e): e is [string, number] => typeof e[1] === 'number');
+      phases = known.length ? Object.fromEntries(known) : undefined;
+      // The runner's own account of a failure is the most precise first error line.
+      if (timedOut) {
+        if (db.phase) failure = `${failure} during ${String(db.phase)}`;
+      } else if (typeof db.error === 'string' && (failure || db.status !== 'migrated')) {
+        failure = `${db.phase ? `${String(db.phase)}: ` : ''}${db.error.split('\n')[0]}`;
+      } else if (!failure && db.status !== 'migrated') {
+        failure = `runner reported status ${String(db.status)}`;
+      }
+    } else if (!failure) {
+      failure = 'runner exited 0 but wrote no logs/summary.json';
+    }
+  }
+  if (!failure) {
+    const problem = await checkDestination(ctx.destination, dataset.database, dataset);
+    if (problem) failure = `wrong result: ${problem}`;
+  }
+  return {
+    dataset: dataset.name,
+    contender: c.id,
+    label: c.label,
+    kind: c.kind,
+    ok: !failure,
+    status: failure ? `failed: ${failure}` : 'ok',
+    wallSeconds,
+    runnerPeakRssMiB: runnerPeakKiB === undefined ? undefined : runnerPeakKiB / 1024,
+    runnerProcess,
+    runnerTreePeakRssMiB: treePeakKiB === undefined ? undefined : treePeakKiB / 1024,
+    peakDumpBytes,
+    steps,
+    phases,
+    overheadSeconds: phases && Object.keys(phases).length
+      ? wallSeconds - Object.values(phases).reduce<number>((a, b) => a + (b ?? 0), 0) : undefined,
+    outputTail: failure ? tail(logFile, 20) : undefined,
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  let opts: Options | undefined;
+  try {
+    opts = parseOptions(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`bench: ${err.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+  if (!opts) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  for (const tool of ['pg_dump', 'pg_restore', 'psql', 'pgbench']) {
+    if (!existsSync(join(opts.binDir, tool))) {
+      process.stderr.write(`bench: ${join(opts.binDir, tool)} not found (--bin-dir)\n`);
+      return 2;
+    }
+  }
+
+  const cleanup = new Cleanup();
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    log(`${signal}: stopping, removing the servers and temporary files (again to quit at once)`);
+    void cleanup.run().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const startedAt = new Date();
+  const loadAtStart = loadavg()[0];
+  const results: ContenderResult[] = [];
+  const datasets: DatasetInfo[] = [];
+  try {
+    const tmp = mkdtempSync(join(tmpdir(), 'dbm-bench-'));
+    cleanup.add(`temporary directory ${tmp}`, () => {
+      if (opts.keep) log(`kept ${tmp}`); else rmSync(tmp, { recursive: true, force: true });
+    });
+
+    log(`starting source and destination servers (${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(', ')}, fsync off)`);
+    const started = await Promise.allSettled([
+      startPgServer({ name: 'bench-src', settings: SERVER_SETTINGS }),
+      startPgServer({ name: 'bench-dst', settings: SERVER_SETTINGS }),
+    ]);
+    for (const s of started) if (s.status === 'fulfilled') cleanup.add(`server on port ${s.value.port}`, () => s.value.destroy());
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw new Error(`cannot start a server: ${(failed.reason as Error).message}`);
+    const [source, destination] = started.map((s) => (s as PromiseFulfilledResult<PgServer>).value);
+
+    const passFile = join(tmp, 'pgpass');
+    const secretsFile = join(tmp, 'secrets.yaml');
+    writePassFile(passFile, [source, destination]);
+    writeSecretsFile(secretsFile, source, destination);
+    const [{ v: serverVersion }] = await source.query<{ v: string }>('SELECT version() AS v');
+    // At the start: the runner's code (git commit, dirty or not) is what the contenders run.
+    const machine = machineInfo(opts.binDir, serverVersion, REPO_ROOT, loadAtStart);
+
+    for (const datasetId of opts.datasets) {
+      if (interrupted) break;
+      log(`dataset ${datasetId}: generating`);
+      const info = datasetId === 'pgbench'
+        ? await generatePgbench(source, { scale: opts.scale, binDir: opts.binDir, workDir: tmp, timeoutMs: opts.timeoutSeconds * 2000 })
+        : await generateManyTables(source, { tables: opts.tables, scale: opts.scale, timeoutMs: opts.timeoutSeconds * 2000 });
+      datasets.push(info);
+      log(`dataset ${datasetId}: ${(info.sourceBytes / 2 ** 20).toFixed(1)} MiB, ${info.tables} tables, largest ${info.largestTable} `
+        + `${info.largestRows} rows (${info.generateSeconds.toFixed(1)} s)`);
+
+      const forDataset: ContenderResult[] = [];
+      for (const id of opts.contenders) {
+        if (interrupted) break;
+        const dir = join(tmp, `${datasetId}-${id}`);
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        await recreateDatabase(destination, info.database);
+        await destination.query('CHECKPOINT');
+        const ctx: ContenderContext = {
+          source, destination, database: info.database, jobs: opts.jobs, binDir: opts.binDir, dir, passFile, secretsFile,
+          repoRoot: REPO_ROOT, timeoutSeconds: opts.timeoutSeconds,
+        };
+        const contender = buildContender(id, ctx);
+        log(`dataset ${datasetId}: ${contender.label} ...`);
+        const r = await runContender(contender, info, ctx);
+        if (interrupted) break;
+        log(`dataset ${datasetId}: ${contender.label}: ${r.wallSeconds?.toFixed(1)} s, ${r.status}`);
+        forDataset.push(r);
+        if (!opts.keep) rmSync(dir, { recursive: true, force: true });
+      }
+      const tuned = forDataset.find((r) => r.contender === 'tuned' && r.ok);
+      for (const r of forDataset) if (tuned && r.ok && r.wallSeconds !== undefined) r.ratioToTuned = r.wallSeconds / tuned.wallSeconds!;
+      results.push(...forDataset);
+    }
+
+    // Interrupted: the signal handler is removing everything; a partial run writes no results.
+    if (interrupted) return 130;
+    const table = markdownTable(results);
+    const noteLines = notes(datasets, opts.jobs, results);
+    process.stdout.write(`\n${table}\n\n${noteLines.join('\n')}\n`);
+    const file = writeResults(opts.resultsDir, {
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      options: {
+        scale: opts.scale, tables: opts.tables, jobs: opts.jobs, timeoutSeconds: opts.timeoutSeconds,
+        datasets: opts.datasets, contenders: opts.contenders, serverSettings: SERVER_SETTINGS,
+      },
+      machine: { ...machine, loadAverage: { ...machine.loadAverage, end: loadavg()[0] } },
+      datasets,
+      results,
+      markdown: table,
+      notes: noteLines,
+    }, startedAt);
+    log(`results: ${file} (and latest.json)`);
+    return results.every((r) => r.ok) ? 0 : 1;
+  } catch (err) {
+    if (interrupted) return 130;
+    log(`failed: ${(err as Error).stack ?? String(err)}`);
+    if (results.length) process.stdout.write(`\npartial results:\n\n${markdownTable(results)}\n`);
+    return 2;
+  } finally {
+    await cleanup.run();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+  process.exitCode = 2;
+});
