@@ -1,12 +1,15 @@
 /**
- * `db-migration migrate`: runs the same runner the Job runs, from this machine. Passwords come from a file of
- * the Secret manifests the operator applies to the cluster, so each `{ secret, key }` reference resolves
- * exactly as it will in the Job; they reach the runner through its environment only.
+ * `db-migration migrate`: runs, from this machine, the very runner bundle the Job runs (`node runner.js
+ * --config config.json`). Passwords come from a file of the Secret manifests the operator applies to the
+ * cluster, so each `{ secret, key }` reference resolves exactly as it will in the Job; they reach the runner
+ * through its environment only. Like the Job, every run resumes what an earlier one recorded.
  */
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { runMigration } from '../runner/migrate';
+import { createInterface } from 'node:readline';
+import { bundleRunner } from '../chart/runner-bundle';
 import { runtimeConfigSchema, secretUses, toRuntimeConfig } from '../spec/runtime-config';
 import { CliError, EXIT, loadSpecOrExplain, type Io } from './context';
 import { loadSecretsFile, resolveSecret, SecretsFileError } from './secrets-file';
@@ -72,17 +75,27 @@ export async function migrateCommand(opts: MigrateOptions, io: Io): Promise<numb
       ...(opts.logFormat ? { logFormat: opts.logFormat } : {}),
     },
   });
-  io.err(`ℹ️ work directory: ${workDir} (dumps, logs/migration.log, logs/summary.json)`);
+  const configFile = join(workDir, 'config.json');
+  const runnerFile = join(workDir, 'runner.js');
+  writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  writeFileSync(runnerFile, bundleRunner().code, { mode: 0o600 });
+  io.err(`ℹ️ work directory: ${workDir} (runner.js, config.json, dumps/, logs/migration.log, logs/summary.json)`);
 
-  const abort = new AbortController();
-  const onSignal = (signal: NodeJS.Signals) => abort.abort(new Error(`received ${signal}`));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const args = [runnerFile, '--config', configFile, ...(opts.binDir ? ['--bin-dir', resolve(opts.binDir)] : [])];
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  createInterface({ input: child.stdout }).on('line', io.out);
+  createInterface({ input: child.stderr }).on('line', io.err);
+  // The runner stops its tools and writes its summary on SIGTERM / SIGINT: pass them on and wait for it.
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
   try {
-    const summary = await runMigration(config, { env, binDir: opts.binDir, signal: abort.signal });
-    return summary.ok ? EXIT.ok : EXIT.failed;
+    return await new Promise<number>((resolveExit, reject) => {
+      child.on('error', reject);
+      child.on('close', (code, signal) => resolveExit(code ?? (signal === 'SIGINT' ? 130 : signal ? 143 : EXIT.failed)));
+    });
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', forward);
+    process.off('SIGTERM', forward);
   }
 }
