@@ -194,11 +194,12 @@ describe('the Job', () => {
     expect(job.spec.completionMode).toBe('Indexed');
     expect(job.spec.completions).toBe(3);
     expect(job.spec.parallelism).toBe(2);
+    expect(job.spec.backoffLimitPerIndex).toBe(1);
   });
 
   it('given no job.parallelism (the example), when synthesized, then the Job is a plain one-pod Job', () => {
     const job = one(synth(loadSpecFile(EXAMPLE)).objects, 'Job');
-    for (const k of ['completionMode', 'completions', 'parallelism']) expect(job.spec).not.toHaveProperty(k);
+    for (const k of ['completionMode', 'completions', 'parallelism', 'backoffLimitPerIndex']) expect(job.spec).not.toHaveProperty(k);
   });
 
   it('given pullPolicy is not set, when synthesized, then imagePullPolicy is IfNotPresent, never Always', () => {

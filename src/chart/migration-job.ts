@@ -160,15 +160,18 @@ export class MigrationJob extends Construct {
 
 /**
  * job.parallelism: an Indexed Job with one completion per enabled database, in spec order; the Job controller
- * gives each pod its index as JOB_COMPLETION_INDEX. backoffLimit counts failures of the whole Job (per-index
- * limits are alpha in Kubernetes 1.28). Without it: one pod migrates every database (Kubernetes' defaults).
+ * gives each pod its index as JOB_COMPLETION_INDEX. backoffLimit counts failures of the whole Job; with
+ * job.backoffLimitPerIndex each database gets its own retries instead (alpha in Kubernetes 1.28, behind the
+ * JobBackoffLimitPerIndex feature gate: a server without it ignores the field). Without parallelism: one pod
+ * migrates every database (Kubernetes' defaults).
  */
-function scaleOut(spec: MigrationSpec): Pick<k8s.JobSpec, 'completionMode' | 'completions' | 'parallelism'> {
+function scaleOut(spec: MigrationSpec): Pick<k8s.JobSpec, 'completionMode' | 'completions' | 'parallelism' | 'backoffLimitPerIndex'> {
   if (spec.job.parallelism === undefined) return {};
   return {
     completionMode: 'Indexed',
     completions: spec.databases.filter((d) => d.enabled).length,
     parallelism: spec.job.parallelism,
+    ...(spec.job.backoffLimitPerIndex !== undefined ? { backoffLimitPerIndex: spec.job.backoffLimitPerIndex } : {}),
   };
 }
 

@@ -14,8 +14,13 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 export function crossFieldIssues(raw: unknown): CrossIssue[] {
-  if (!isObj(raw) || !Array.isArray(raw.databases)) return [];
-  const issues: CrossIssue[] = [];
+  if (!isObj(raw)) return [];
+  const jobIssues: CrossIssue[] = [];
+  if (isObj(raw.job) && raw.job.backoffLimitPerIndex !== undefined && raw.job.parallelism === undefined) {
+    jobIssues.push({ path: ['job', 'backoffLimitPerIndex'], message: 'needs job.parallelism (per-index retries exist only for an Indexed Job)' });
+  }
+  if (!Array.isArray(raw.databases)) return jobIssues;
+  const issues: CrossIssue[] = [...jobIssues];
   const defaults = isObj(raw.defaults) ? raw.defaults : {};
   const seenNames = new Map<string, number>();
   const seenEnv = new Map<string, string>();

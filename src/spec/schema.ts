@@ -147,6 +147,8 @@ export const migrationSpecSchema = z.strictObject({
     annotations: z.record(qualifiedName(), z.string()).default({}).describe('Extra annotations on the pod template.'),
     parallelism: positiveInt().max(100).optional()
       .describe('Scale out: an Indexed Job whose pods each migrate one database, this many at once. @default - one pod migrates every database'),
+    backoffLimitPerIndex: nonNegativeInt().optional()
+      .describe('With parallelism: retries per database (index) instead of for the whole Job; Kubernetes 1.28 needs the JobBackoffLimitPerIndex feature gate.'),
   }).prefault({}).describe('How the Kubernetes Job runs.'),
   migration: z.strictObject({
     dryRun: z.boolean().default(false).describe('Pre-flight and plan only; no data moves.'),
