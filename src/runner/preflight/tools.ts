@@ -1,7 +1,7 @@
 /** The client tools: pg_dump refuses a server newer than itself, and pg_restore must read what it wrote. */
-import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { runTool } from '../exec';
 import type { ClientToolVersion } from './types';
 
 /** Where a tool is run from: `binDir/<tool>` when a directory is given (as the plan runs it), else PATH. */
@@ -19,11 +19,12 @@ export async function clientToolVersion(tool: 'pg_dump' | 'pg_restore', binDir: 
   if (!path) {
     return { tool, path: binDir ? join(binDir, tool) : tool, error: binDir ? `not found in ${binDir}` : 'not found on PATH' };
   }
-  const output = await new Promise<string>((resolve) => {
-    execFile(path, ['--version'], { timeout: 15_000, env: { ...env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
-      resolve(err ? `ERROR ${err.message} ${stderr}` : stdout);
-    });
-  });
+  // Spawned like every other tool (exec.ts): own process group, bounded time, output streamed by line.
+  const stdout: string[] = [];
+  const output = await runTool({
+    cmd: path, args: ['--version'], env: { ...env, LC_ALL: 'C' }, timeoutMs: 15_000, phase: 'preflight', killGraceMs: 1000,
+    onStdoutLine: (line) => { if (stdout.length < 20) stdout.push(line); },
+  }).then(() => stdout.join('\n'), (err: Error) => `ERROR ${err.message}`);
   const parsed = parseToolVersion(output);
   if (!parsed) return { tool, path, error: `cannot read its version from "${output.trim().slice(0, 200)}"` };
   return { tool, path, ...parsed };
