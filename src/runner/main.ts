@@ -7,6 +7,10 @@
  * with the process environment, and turns SIGTERM / SIGINT into a clean stop. Exit codes: 0 every enabled
  * database migrated and verified (or the dry run's pre-flight passed); 1 the migration failed; 2 the
  * arguments or the config are wrong; 143 / 130 interrupted by SIGTERM / SIGINT.
+ *
+ * It always resumes (runMigration's `resume`): the Job retries a failed or killed pod with the same
+ * arguments and empty volumes, so every attempt must pick up what the earlier ones recorded on the
+ * destination: verified databases are skipped, half-restored ones reset and migrated again.
  */
 import { readFileSync } from 'node:fs';
 import { formatPath } from '../spec/issues';
@@ -19,6 +23,9 @@ export const USAGE = `Usage: node runner.js [options]
 
 Migrates the PostgreSQL databases listed in the runtime config: pre-flight checks, then for each database
 pg_dump → pg_restore → ANALYZE → verify. Passwords are read from the environment variables the config names.
+
+Every run resumes: a database an earlier attempt migrated and verified is skipped, one it left half-restored
+is reset and migrated again, and a non-empty database it did not fill is never touched (unless restore.clean).
 
 Options:
   --config FILE          runtime config (JSON) (default: ${CONTAINER_PATHS.configFile})
@@ -177,7 +184,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2), io: 
   signals.on('SIGTERM', onSignal);
   signals.on('SIGINT', onSignal);
   try {
-    const summary = await runMigration(config, { env: io.env, binDir: args.binDir, signal: abort.signal, out: io.out });
+    const summary = await runMigration(config, { env: io.env, binDir: args.binDir, signal: abort.signal, out: io.out, resume: true });
     if (received || summary.interrupted) return received === 'SIGINT' ? EXIT_CODES.sigint : EXIT_CODES.sigterm;
     return summary.ok ? EXIT_CODES.ok : EXIT_CODES.failed;
   } finally {

@@ -1,20 +1,32 @@
 /**
  * The migration, phase by phase: plan, pre-flight every enabled database (any error stops the run before a
- * single dump), then per database in spec order dump → restore → ANALYZE → verify → remove the dump. Each
- * phase has its own time limit, retries of transient failures, and a failure report naming the database and
- * the phase. The summary is built from what each phase recorded.
+ * single dump), read what earlier attempts recorded on the destination (marker.ts: skip, reset or refuse),
+ * then per database dump → restore → ANALYZE → verify → remove the dump, `migration.parallelDatabases` at a
+ * time. Each phase has its own time limit, retries of transient failures, and a failure report naming the
+ * database and the phase. The summary is built from what each phase recorded, in spec order.
+ *
+ * Safe re-runs: a Job pod can die at any moment and its replacement starts with empty volumes. Before its
+ * restore a database is marked `restoring` on the destination, after verification `verified`; a new attempt
+ * skips verified databases, resets half-restored ones and never touches anything it did not fill.
  */
 import type { RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
-import { describeEndpoint } from './connection';
+import { connect, describeEndpoint } from './connection';
 import { dumpDatabase, removeDumpDir } from './dump';
 import { classifyError, humanError } from './errors';
+import { quoteIdent } from './sql';
 import { ToolTimeoutError, withDeadline } from './exec';
 import { Logger } from './log';
 import { buildPlan, formatCommand, passwordEnvNames, type DatabasePlan, type MigrationPlan } from './plan';
 import { formatPreflightProblem, preflight } from './preflight';
 import type { DatabasePreflight, PreflightProblem, PreflightReport } from './preflight';
-import { formatBytes, formatDuration } from './progress';
-import { analyzeDatabase, ensureDestinationDatabase, recreateDestinationDatabase, restoreDatabase } from './restore';
+import {
+  decideResume, readDestinationState, readSourceIdentity, type DestinationState, type DumpPoint, type MarkerState,
+  type MigrationMarker, type ResumeAction, type SourceIdentity,
+} from './marker';
+import { directorySize, formatBytes, formatDuration } from './progress';
+import {
+  analyzeDatabase, ensureDestinationDatabase, recordMarker, recreateDestinationDatabase, restoreDatabase,
+} from './restore';
 import { PhaseError, withRetry } from './retry';
 import {
   finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult, type Phase, type RunSummary,
@@ -34,6 +46,14 @@ export interface RunMigrationOptions {
   readonly out?: NodeJS.WritableStream;
   /** Interval of progress lines during dump and restore. @default 30000 */
   readonly progressIntervalMs?: number;
+  /**
+   * Continue what an earlier attempt left on the destination: databases it marked `verified` (from the same
+   * source) are skipped, databases it left `restoring` are reset and migrated again. Without it such
+   * databases are refused in pre-flight with what to do. The Job's runner always resumes (a retried pod
+   * cannot be given flags); on a workstation it is `migrate --resume`.
+   * @default false
+   */
+  readonly resume?: boolean;
 }
 
 /** Thrown inside a phase when verification finds differences: permanent, never retried. */
@@ -148,24 +168,110 @@ async function execute(plan: MigrationPlan, config: RuntimeConfig, options: RunM
   }
   pfLog.ok(`pre-flight passed for ${plan.databases.length} database${plan.databases.length === 1 ? '' : 's'}`);
 
-  // 2. Dry run: show exactly what would run, and stop.
+  // 2. What earlier attempts left on the destination: skip, reset, or refuse (then nothing moves at all).
+  const actions = new Map<string, ResumeAction>();
+  for (const db of plan.databases) {
+    const dbLog = pfLog.child({ database: db.name });
+    let action: ResumeAction;
+    try {
+      action = await withDeadline('resume check', 'preflight', { signal, timeoutMs: (config.migration.timeouts.connect * 2 + 30) * 1000 },
+        () => resumeAction(db, config, env, options.resume ?? false));
+    } catch (err) {
+      if (signal?.aborted) {
+        for (const d of plan.databases) record(d.name, { status: 'interrupted', phase: 'preflight', error: 'interrupted during pre-flight' });
+        pfLog.warn('interrupted during pre-flight');
+        return;
+      }
+      action = { kind: 'refuse', message: `cannot read what earlier attempts recorded on the destination: ${humanError(err)}` };
+    }
+    actions.set(db.name, action);
+    if (action.kind === 'skip') dbLog.ok(`skipped: ${action.reason}`);
+    if (action.kind === 'reset') dbLog.warn(action.note);
+    if (action.kind === 'refuse') dbLog.error(action.message);
+  }
+  const refused = plan.databases.filter((db) => actions.get(db.name)?.kind === 'refuse');
+  if (refused.length > 0) {
+    for (const db of plan.databases) {
+      const a = actions.get(db.name)!;
+      if (a.kind === 'refuse') record(db.name, { status: 'failed', phase: 'preflight', error: a.message });
+      else record(db.name, { error: 'not started: pre-flight failed for another database' });
+    }
+    pfLog.error('pre-flight failed: nothing was dumped or restored; fix the problems above and run again');
+    return;
+  }
+
+  // 3. Dry run: show exactly what would run, and stop.
   if (plan.dryRun) {
-    printDryRun(plan, facts, logger);
+    printDryRun(plan, facts, actions, logger);
     for (const db of plan.databases) record(db.name, { status: 'dry-run' });
     return;
   }
 
-  // 3. Each database in spec order.
+  // 4. The databases, `parallelDatabases` at a time, taken in spec order (the summary keeps that order).
+  const queue: DatabasePlan[] = [];
   for (const db of plan.databases) {
-    if (signal?.aborted) break;
-    const runtimeDb = config.databases.find((d) => d.name === db.name)!;
-    await migrateDatabase(db, runtimeDb, facts.get(db.name), config, options, logger.child({ database: db.name }), record, passwordVars);
+    const a = actions.get(db.name)!;
+    if (a.kind === 'skip') record(db.name, { status: 'skipped', reason: a.reason });
+    else queue.push(db);
+  }
+  const workers = Math.max(1, Math.min(config.migration.parallelDatabases, queue.length));
+  if (workers > 1) warnSharedDumpVolume(queue, facts, config, workers, logger.child({ phase: 'plan' }));
+  let next = 0;
+  const worker = async () => {
+    while (next < queue.length && !signal?.aborted) {
+      const db = queue[next++];
+      const runtimeDb = config.databases.find((d) => d.name === db.name)!;
+      await migrateDatabase(db, runtimeDb, facts.get(db.name), actions.get(db.name)!, config, options,
+        logger.child({ database: db.name }), record, passwordVars, workers);
+    }
+  };
+  await Promise.all(Array.from({ length: workers }, worker));
+}
+
+/** Reads the source's identity and the destination's marker, and decides (marker.ts decideResume). */
+async function resumeAction(db: DatabasePlan, config: RuntimeConfig, env: NodeJS.ProcessEnv, resume: boolean): Promise<ResumeAction> {
+  const connectTimeoutSeconds = config.migration.timeouts.connect;
+  const destination = await readDestination(db, env, connectTimeoutSeconds);
+  if (!destination.exists || !destination.marker) return { kind: 'fresh' };
+  const { identity } = await readSourceIdentity(db.source, env, connectTimeoutSeconds);
+  return decideResume({ destination, databaseName: db.destination.database, source: identity, resume, clean: config.migration.restore.clean });
+}
+
+/** The destination database's state, read through the database itself, else a maintenance database. */
+async function readDestination(db: DatabasePlan, env: NodeJS.ProcessEnv, connectTimeoutSeconds: number): Promise<DestinationState> {
+  let last: unknown;
+  for (const database of [db.destination.database, 'postgres', 'template1']) {
+    try {
+      const client = await connect({ ...db.destination, database }, env, { readOnly: true, connectTimeoutSeconds });
+      try {
+        return await readDestinationState(client, db.destination.database);
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    } catch (err) {
+      last = err;
+      if (!['3D000', '28000', '42501'].includes(String((err as { code?: unknown }).code))) throw err;
+    }
+  }
+  throw last;
+}
+
+/** Databases dumped at once share the dumps volume; pre-flight checked each one alone. */
+function warnSharedDumpVolume(
+  queue: readonly DatabasePlan[], facts: Map<string, DatabasePreflight>, config: RuntimeConfig, workers: number, log: Logger,
+): void {
+  const sizes = queue.map((d) => facts.get(d.name)?.estimatedDumpBytes ?? 0).sort((a, b) => b - a);
+  const worst = sizes.slice(0, workers).reduce((a, b) => a + b, 0);
+  if (worst > config.storage.dumpsBytes) {
+    log.warn(`${workers} databases are dumped at once (migration.parallelDatabases): the largest ${workers} need up to `
+      + `${formatBytes(worst)} on the dumps volume together, more than job.storage.dumps (${formatBytes(config.storage.dumpsBytes)}); `
+      + 'raise job.storage.dumps or lower migration.parallelDatabases if the dumps are not compressed well');
   }
 }
 
 async function migrateDatabase(
-  db: DatabasePlan, runtimeDb: RuntimeDatabase, facts: DatabasePreflight | undefined, config: RuntimeConfig,
-  options: RunMigrationOptions, log: Logger, record: Record_, passwordVars: string[],
+  db: DatabasePlan, runtimeDb: RuntimeDatabase, facts: DatabasePreflight | undefined, action: ResumeAction, config: RuntimeConfig,
+  options: RunMigrationOptions, log: Logger, record: Record_, passwordVars: string[], parallel: number,
 ): Promise<void> {
   const { env, signal } = options;
   const m = config.migration;
@@ -182,29 +288,60 @@ async function migrateDatabase(
 
   log.info(`migrating ${describeEndpoint(db.source)} → ${describeEndpoint(db.destination)}`);
   try {
-    // Dump: every attempt starts from an empty directory.
+    // Dump: every attempt starts from an empty directory. The source's identity and position just before
+    // pg_dump takes its snapshot go into the destination's marker.
+    let source: SourceIdentity | undefined;
+    let dumpPoint: DumpPoint | undefined;
     const [dump, dumpSeconds] = await timed('dump', () => withRetry(
-      () => dumpDatabase(db, { ...phaseOpts('dump'), timeoutMs: m.timeouts.dump * 1000, databaseBytes: facts?.sourceSizeBytes }),
+      async () => {
+        ({ identity: source, point: dumpPoint } = await withDeadline('source identity', 'dump', { signal, timeoutMs: (connectTimeoutSeconds + 30) * 1000 },
+          () => readSourceIdentity(db.source, env, connectTimeoutSeconds)));
+        return dumpDatabase(db, { ...phaseOpts('dump'), timeoutMs: m.timeouts.dump * 1000, databaseBytes: facts?.sourceSizeBytes });
+      },
       { ...retry, phase: 'dump', logger: log.child({ phase: 'dump' }) },
     ));
     record(db.name, { dumpSeconds, dumpBytes: dump.bytes });
     log.child({ phase: 'dump' }).ok(`dumped ${formatBytes(dump.bytes)} in ${formatDuration(dumpSeconds)}`);
 
-    // Restore: create the database if needed; a retry first removes what the failed attempt restored.
+    // Restore: create the database if needed (or reset what an earlier attempt left half-restored), mark it
+    // `restoring`, then pg_restore; a retry first removes what the failed attempt restored.
+    const reset = action.kind === 'reset' ? action.marker : undefined;
     let created = false;
     let ensured = false;
     let restoreRuns = 0;
+    let markWarned = false;
     const restoreLog = log.child({ phase: 'restore' });
     const destOpts = { env, connectTimeoutSeconds, logger: restoreLog, signal, timeoutMs: m.timeouts.restore * 1000 };
+    const mark = async (state: MarkerState, l: Logger): Promise<void> => {
+      const marker: MigrationMarker = {
+        v: 1, state, migration: config.name, database: db.name, created, source: source!, ...(dumpPoint ? { dump: dumpPoint } : {}),
+        ...(state === 'verified' ? { verify: m.verify } : {}), updatedAt: new Date().toISOString(),
+      };
+      if (await recordMarker(db, marker, { ...destOpts, logger: l })) {
+        l.debug(`marked database "${db.destination.database}" ${state} on the destination`);
+      } else if (!markWarned) {
+        markWarned = true;
+        l.warn(`cannot record progress on database "${db.destination.database}" (not owned by ${db.destination.username}, or it has `
+          + 'a comment of its own): if this run is interrupted, a re-run will refuse the half-filled database');
+      }
+    };
     const [restored, restoreSeconds] = await timed('restore', () => withRetry(async () => {
       if (!ensured) {
-        created = (await ensureDestinationDatabase(db, { ...destOpts, mayCreate: facts?.willCreateDestination ?? false })).created;
+        if (reset?.created) {
+          await recreateDestinationDatabase(db, destOpts, 'created by an earlier attempt, which left it half-restored)');
+          created = true;
+        } else {
+          created = (await ensureDestinationDatabase(db, { ...destOpts, mayCreate: facts?.willCreateDestination ?? false })).created;
+        }
         ensured = true;
       }
-      // The first pg_restore runs the planned command. A later one either got a fresh database (created by this
-      // run, re-created before the retry) or restores with --clean --if-exists into the database pre-flight
-      // found empty (or restore.clean allowed to replace), removing exactly what the failed attempt restored.
-      const cleanFirst = restoreRuns > 0 && !created;
+      // Before the first statement of the restore: from here on a re-run recognizes a half-restore as ours.
+      await mark('restoring', restoreLog);
+      // The first pg_restore runs the planned command. A later one either got a fresh database (created by the
+      // runner, re-created before the retry) or restores with --clean --if-exists into the database pre-flight
+      // found empty (or restore.clean allowed to replace), removing exactly what the failed attempt restored;
+      // so does the first one into a database an earlier attempt left half-restored but did not create.
+      const cleanFirst = (restoreRuns > 0 || reset !== undefined) && !created;
       restoreRuns++;
       return restoreDatabase(db, { ...phaseOpts('restore'), timeoutMs: m.timeouts.restore * 1000, cleanFirst });
     }, {
@@ -236,6 +373,12 @@ async function migrateDatabase(
     } else {
       log.child({ phase: 'verify' }).warn('verification skipped (migration.verify: none)');
     }
+    // Complete: a re-run skips it. If this cannot be recorded, a re-run redoes it (safe, only slower).
+    const verifyLog = log.child({ phase: 'verify' });
+    await withRetry(() => mark('verified', verifyLog), { ...retry, phase: 'verify', logger: verifyLog }).catch((err: unknown) => {
+      if (signal?.aborted) throw err;
+      verifyLog.warn(`cannot mark database "${db.destination.database}" verified (${humanError(err instanceof PhaseError ? err.cause : err)}): a re-run will migrate it again`);
+    });
     record(db.name, { status: 'migrated', phase: undefined });
     log.ok('migrated');
   } catch (err) {
@@ -249,7 +392,7 @@ async function migrateDatabase(
       const differences = cause instanceof VerificationFailed ? cause.differences : undefined;
       const message = cause instanceof VerificationFailed ? cause.message
         : cause instanceof ToolTimeoutError ? `timed out after ${formatDuration(cause.elapsedMs / 1000)} (limit ${formatDuration(cause.timeoutMs / 1000)})`
-          : humanError(cause);
+          : (failedPhase === 'dump' ? await dumpFailure(cause, db, facts, config, parallel) : undefined) ?? humanError(cause);
       const attempts = pe && pe.attempts > 1 ? ` (after ${pe.attempts} attempts)` : '';
       record(db.name, { status: 'failed', phase: failedPhase, error: `${message}${attempts}`, ...(differences ? { differences } : {}) });
       const flog = log.child({ phase: failedPhase });
@@ -289,11 +432,17 @@ function logPlan(plan: MigrationPlan, logger: Logger): void {
   }
 }
 
-function printDryRun(plan: MigrationPlan, facts: Map<string, DatabasePreflight>, logger: Logger): void {
+function printDryRun(plan: MigrationPlan, facts: Map<string, DatabasePreflight>, actions: Map<string, ResumeAction>, logger: Logger): void {
   const log = logger.child({ phase: 'dry-run' });
   for (const db of plan.databases) {
     const f = facts.get(db.name);
     const l = log.child({ database: db.name });
+    const action = actions.get(db.name);
+    if (action?.kind === 'skip') {
+      l.info(`would skip: ${action.reason}`);
+      continue;
+    }
+    if (action?.kind === 'reset') l.info(`would reset it first: ${action.note}`);
     l.info(`${describeEndpoint(db.source)} → ${describeEndpoint(db.destination)}: `
       + `${f?.sourceSizeBytes !== undefined ? formatBytes(f.sourceSizeBytes) : 'size unknown'}, ${f?.tables ?? '?'} tables`
       + `${f?.willCreateDestination ? `; would create database "${db.destination.database}" on the destination` : ''}`);
@@ -313,4 +462,38 @@ function reportSummary(summary: RunSummary, config: RuntimeConfig, logger: Logge
     if (config.paths.terminationLog && f.startsWith(config.paths.terminationLog)) logger.debug(`cannot write ${f}`);
     else logger.warn(`cannot write ${f}`);
   }
+}
+
+/**
+ * The failures of a dump that deserve a sentence of their own: the dumps volume filled up, or a privilege
+ * pre-flight saw was revoked before pg_dump got to the table. Undefined: the general message fits.
+ */
+async function dumpFailure(
+  cause: unknown, db: DatabasePlan, facts: DatabasePreflight | undefined, config: RuntimeConfig, parallel: number,
+): Promise<string | undefined> {
+  const { reason } = classifyError(cause);
+  const stderr = cause instanceof Error && 'stderrTail' in cause ? (cause as { stderrTail: readonly string[] }).stderrTail.join('\n') : '';
+  if (reason === 'out of disk space') {
+    const written = await directorySize(db.dumpDir).catch(() => undefined);
+    const shared = parallel > 1 ? ` (shared by ${parallel} databases dumped at once: migration.parallelDatabases)` : '';
+    return `the dumps volume ${config.paths.dumps} is full (No space left on device)${shared}`
+      + `${written !== undefined ? ` after ${formatBytes(written)} of the dump of` : ' while dumping'} `
+      + `${facts?.sourceSizeBytes !== undefined ? `a ${formatBytes(facts.sourceSizeBytes)} database` : 'the database'}: `
+      + `raise job.storage.dumps (now ${formatBytes(config.storage.dumpsBytes)})`
+      + `${config.migration.dump.compression === 0 ? ' or set migration.dump.compression' : ''} and run again`;
+  }
+  if (reason === 'insufficient privilege') {
+    const denied = /permission denied for (table|sequence|schema|function|large object|view|materialized view) ("[^"]+"|\S+)/i.exec(stderr);
+    if (!denied) return undefined;
+    // pg_dump names the relation bare in the error; the failed statement names it with its schema.
+    const query = /Query was: (?:LOCK TABLE|COPY|SELECT .* FROM(?: ONLY)?) ((?:"[^"]+"|[\w$]+)\.(?:"[^"]+"|[\w$]+))/i.exec(stderr);
+    const object = query?.[1] ?? denied[2];
+    const kind = denied[1].toLowerCase();
+    const privilege = kind === 'schema' ? 'USAGE' : kind === 'function' ? 'EXECUTE' : 'SELECT';
+    const who = quoteIdent(db.source.username);
+    return `permission denied for ${kind} ${object} on the source: the ${privilege} privilege of user ${who} was revoked after pre-flight `
+      + `checked it; not retried. Fix: GRANT ${privilege} ON ${kind === 'sequence' ? 'SEQUENCE' : kind === 'schema' ? 'SCHEMA' : kind === 'function' ? 'FUNCTION' : 'TABLE'} `
+      + `${object} TO ${who}; and run again`;
+  }
+  return undefined;
 }

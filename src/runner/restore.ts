@@ -14,6 +14,7 @@ import { runTool, withDeadline } from './exec';
 import type { Logger } from './log';
 import type { PhaseRunOptions } from './dump';
 import { commandEnv, formatCommand, type DatabasePlan } from './plan';
+import { readDestinationState, writeMarker, type MigrationMarker } from './marker';
 import { countTocEntries, RestoreProgress, startRestoreProgress } from './progress';
 
 /** Maintenance databases tried, in order, for CREATE / DROP DATABASE. */
@@ -90,8 +91,13 @@ export async function ensureDestinationDatabase(db: DatabasePlan, opts: Destinat
   });
 }
 
-/** Drops and creates again a destination database this run created (the clean start of a retried restore). */
-export async function recreateDestinationDatabase(db: DatabasePlan, opts: DestinationOptions): Promise<void> {
+/**
+ * Drops and creates again a destination database the runner created (the clean start of a retried restore,
+ * or of a database an earlier attempt left half-restored).
+ */
+export async function recreateDestinationDatabase(
+  db: DatabasePlan, opts: DestinationOptions, why = 'created by this run) for a clean retry',
+): Promise<void> {
   const ep = db.destination;
   await withDeadline('DROP DATABASE', 'restore', opts, async (signal) => {
     const client = await connectMaintenance(ep, opts.env, opts.connectTimeoutSeconds);
@@ -106,7 +112,24 @@ export async function recreateDestinationDatabase(db: DatabasePlan, opts: Destin
       await client.query(`CREATE DATABASE ${name} TEMPLATE template0`);
     });
   });
-  opts.logger.info(`dropped and re-created database "${ep.database}" (created by this run) for a clean retry`);
+  opts.logger.info(`dropped and re-created database "${ep.database}" (${why}`);
+}
+
+/**
+ * Records the progress marker on the destination database (see marker.ts). Returns false, without writing,
+ * when the user may not (not the owner) or the database has a comment that is not ours.
+ */
+export async function recordMarker(db: DatabasePlan, marker: MigrationMarker, opts: DestinationOptions): Promise<boolean> {
+  const ep = db.destination;
+  return withDeadline('COMMENT ON DATABASE', 'restore', opts, async (signal) => {
+    const client = await connect(ep, opts.env, { readOnly: false, connectTimeoutSeconds: opts.connectTimeoutSeconds });
+    return closeOnAbort(client, signal, async () => {
+      const state = await readDestinationState(client, ep.database);
+      if (!state.canMark || state.foreignComment !== undefined) return false;
+      await writeMarker(client, ep.database, marker);
+      return true;
+    });
+  });
 }
 
 export interface RestoreResult {

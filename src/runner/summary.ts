@@ -17,6 +17,8 @@ export interface DatabaseResult {
   /** Where it failed or was interrupted. */
   phase?: Phase;
   error?: string;
+  /** Why a database was skipped although enabled (e.g. an earlier attempt already migrated and verified it). */
+  reason?: string;
   sizeBytes?: number;
   dumpBytes?: number;
   dumpSeconds?: number;
@@ -121,7 +123,10 @@ export function formatSummaryTable(s: RunSummary): string {
       : `${verdict}: ${t.migrated}/${t.databases - t.skipped} migrated, ${t.failed} failed, ${t.interrupted} interrupted, ${t.skipped} skipped; `
         + `${formatBytes(t.sizeBytes)}, ${t.rowsVerified} rows verified, ${formatDuration(s.durationSeconds)}`,
   ];
-  for (const d of s.databases) if (d.error) out.push(`${d.name} (${d.phase ?? '-'}): ${d.error}`);
+  for (const d of s.databases) {
+    if (d.error) out.push(`${d.name} (${d.phase ?? '-'}): ${d.error}`);
+    else if (d.reason) out.push(`${d.name} (${d.status}): ${d.reason}`);
+  }
   return out.join('\n');
 }
 
@@ -141,6 +146,7 @@ export function compactSummary(s: RunSummary, limit = TERMINATION_LOG_LIMIT): st
       status: d.status,
       ...(d.phase ? { phase: d.phase } : {}),
       ...(d.error && errLen > 0 ? { error: d.error.length > errLen ? `${d.error.slice(0, errLen - 3)}...` : d.error } : {}),
+      ...(d.reason && errLen > 0 ? { reason: d.reason.length > errLen ? `${d.reason.slice(0, errLen - 3)}...` : d.reason } : {}),
     })),
     ...(maxDbs < s.databases.length ? { more: s.databases.length - maxDbs } : {}),
   });

@@ -4,6 +4,7 @@
  */
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
+import { readDestinationState, type DestinationState } from '../marker';
 import { quoteIdent } from '../sql';
 import { checkConnectionSlots } from './capacity';
 import { listSchemas, listUserObjects, type UserObject } from './catalog';
@@ -55,7 +56,14 @@ export async function checkDestination(
       }
     }
 
-    if (!m.restore.clean) reportNonEmpty(r, await listUserObjects(client));
+    // A database an earlier attempt of db-migration filled carries its marker: not foreign data. Whether it is
+    // skipped, reset or refused is decided from the marker after pre-flight (see marker.ts).
+    const state = await readDestinationState(client, ep.database);
+    if (!state.marker) {
+      const objects = m.restore.clean ? [] : await listUserObjects(client);
+      if (objects.length > 0) reportNonEmpty(r, objects, state);
+      else if (!m.restore.clean) reportUnmarkable(r, state);
+    }
     if (source) await checkRoles(client, r, source, m.restore);
     await checkConnectionSlots(client, r, m.restore.jobs + 1, `restore.jobs ${m.restore.jobs} + 1`, { databaseLimits: true });
     return { ...version, exists: true, willCreate: false };
@@ -118,14 +126,32 @@ function compareVersions(r: Reporter, source: SourceFacts, dest: { version: numb
   }
 }
 
-function reportNonEmpty(r: Reporter, objects: UserObject[]): void {
+/** The runner cannot record its progress on this database: a half-restore would not be recognized later. */
+function reportUnmarkable(r: Reporter, state: DestinationState): void {
+  const db = quoteIdent(r.ep.database);
+  const who = quoteIdent(r.ep.username);
+  const consequence = 'so the runner cannot record its progress on it: if this run is interrupted while restoring, '
+    + 'a re-run will refuse the half-filled database (drop and re-create it empty, or set restore.clean: true, then run again)';
+  if (!state.canMark) {
+    r.warning('destination-empty', `database ${db} is owned by ${quoteIdent(state.owner ?? '?')}, not by user ${who}, ${consequence}`,
+      `ALTER DATABASE ${db} OWNER TO ${who};`);
+  } else if (state.foreignComment !== undefined) {
+    r.warning('destination-empty', `database ${db} has a comment, which the runner does not overwrite, ${consequence}`,
+      `COMMENT ON DATABASE ${db} IS NULL;`);
+  }
+}
+
+function reportNonEmpty(r: Reporter, objects: UserObject[], state: DestinationState): void {
   if (objects.length === 0) return;
   const counts = new Map<string, number>();
   for (const o of objects) counts.set(o.kind, (counts.get(o.kind) ?? 0) + 1);
   const summary = [...counts].map(([kind, n]) => plural(n, kind, kind === 'materialized view' ? 'materialized views' : `${kind}s`)).join(', ');
   const names = objects.map((o) => `${o.schema}.${o.name}`);
   r.error('destination-empty', `database ${quoteIdent(r.ep.database)} is not empty (${summary}: ${capList(names, 5)}): `
-    + 'restore into an empty database, or set restore.clean: true to replace existing objects');
+    + 'restore into an empty database, or set restore.clean: true to replace existing objects'
+    + (state.canMark && state.foreignComment === undefined ? ''
+      : ` (it carries no db-migration marker${state.canMark ? '' : ` and user ${quoteIdent(r.ep.username)} does not own it`}, so even if an `
+        + 'interrupted attempt of this migration filled it, that cannot be recognized: drop and re-create it empty, or set restore.clean: true)'));
 }
 
 /** Roles the restore names must exist: owners unless restore.noOwner, grantees unless restore.noAcl. */
