@@ -153,12 +153,13 @@ describe('the Job', () => {
     expect(pod.containers).toHaveLength(1);
     const c = pod.containers[0];
     expect(Object.keys(c).sort()).toEqual([
-      'command', 'env', 'image', 'imagePullPolicy', 'name', 'resources', 'securityContext', 'terminationMessagePath',
+      'args', 'command', 'env', 'image', 'imagePullPolicy', 'name', 'resources', 'securityContext', 'terminationMessagePath',
       'terminationMessagePolicy', 'volumeMounts',
     ]);
     expect(c.image).toBe('ghcr.io/aleph-alpha/shared-images/pharia-helper:latest');
     expect(c.imagePullPolicy).toBe('IfNotPresent');
     expect(c.command).toEqual(['/bin/sh', '/opt/db-migration/entrypoint.sh']);
+    expect(c.args).toEqual(['--resume']); // a retried pod continues what earlier attempts recorded
     expect(c.resources).toEqual({ requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1000m', memory: '1Gi' } });
     expect(c.terminationMessagePath).toBe('/dev/termination-log');
     expect(c.terminationMessagePolicy).toBe('FallbackToLogsOnError');

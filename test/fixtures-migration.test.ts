@@ -82,4 +82,23 @@ stringData: { source: "${source.superPassword}", destination: "${destination.sup
       expect(res.stdout + res.stderr).not.toContain(secret);
     }
   });
+
+  it('a second migrate refuses what the first one migrated, and with --resume skips it', async () => {
+    // given the migration above finished and marked each destination database verified
+    const spec = join(work, 'samples.yaml');
+    const secrets = join(work, 'secrets.yaml');
+    const before = await fingerprint(destination, 'pagila');
+
+    // when the operator runs it again without --resume, it refuses and says what to do
+    const again = await runCli(['migrate', '--spec', spec, '--secrets', secrets, '--work-dir', join(work, 'again'), '--bin-dir', PG_BIN]);
+    expect(again.code).toBe(1);
+    expect(again.stdout + again.stderr).toMatch(/database "?pagila"? was already migrated and verified by an earlier run .*run with --resume to skip it/);
+
+    // and with --resume every database is skipped as already verified, and nothing changes
+    const resumed = await runCli(['migrate', '--spec', spec, '--secrets', secrets, '--work-dir', join(work, 'resumed'), '--bin-dir', PG_BIN, '--resume']);
+    expect(resumed.code, resumed.stdout + resumed.stderr).toBe(0);
+    const summary = JSON.parse(readFileSync(join(work, 'resumed', 'logs', 'summary.json'), 'utf8'));
+    expect(summary.databases.map((d: { status: string }) => d.status)).toEqual(['skipped', 'skipped', 'skipped']);
+    expect(await fingerprint(destination, 'pagila')).toEqual(before);
+  });
 });

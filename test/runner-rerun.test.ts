@@ -111,7 +111,8 @@ interface RunnerProcess {
 function startRunner(t: TestRuntimeConfig, opts: { pod?: boolean; dumpsTmpfs?: number } = {}): RunnerProcess {
   const file = join(t.workDir, 'config.json');
   writeFileSync(file, JSON.stringify(t.config));
-  const node = [process.execPath, bundle, '--config', file, '--bin-dir', PG_BIN];
+  // As the Job runs it: every attempt resumes.
+  const node = [process.execPath, bundle, '--config', file, '--bin-dir', PG_BIN, '--resume'];
   const wrapped = opts.pod || opts.dumpsTmpfs !== undefined;
   const mount = opts.dumpsTmpfs !== undefined ? `mount -t tmpfs -o size=${opts.dumpsTmpfs} tmpfs "$0" && ` : '';
   const child = wrapped

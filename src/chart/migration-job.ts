@@ -78,6 +78,8 @@ export class MigrationJob extends Construct {
       image: imageReference(spec.image),
       imagePullPolicy: spec.image.pullPolicy,
       command: ['/bin/sh', CONTAINER_PATHS.entrypoint],
+      // A retried pod continues what earlier attempts recorded on the destination (see the runner's --resume).
+      args: ['--resume'],
       env: [
         // The root filesystem is read-only; tools that write to $HOME (psql history, npm caches) use /tmp.
         { name: 'HOME', value: CONTAINER_PATHS.tmp },

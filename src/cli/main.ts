@@ -14,7 +14,7 @@ Usage:
   db-migration validate [--spec migration.yaml]                check the spec and print what would be generated
   db-migration images   [--spec migration.yaml]                print every image reference (for mirroring)
   db-migration migrate  [--spec migration.yaml] --secrets secrets.yaml [--work-dir DIR]
-                        [--dry-run] [--verbose] [--log-format text|json] [--bin-dir DIR]
+                        [--dry-run] [--resume] [--verbose] [--log-format text|json] [--bin-dir DIR]
                                                                run the migration from this machine
 
 Exit codes: 0 success, 1 migration failed, 2 invalid spec or arguments.
@@ -50,6 +50,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
           verbose: values.verbose,
           logFormat: values['log-format'],
           binDir: values['bin-dir'],
+          resume: values.resume,
         }, io);
       }
       default:
@@ -80,6 +81,7 @@ function parseCommandArgs(args: string[]) {
         verbose: { type: 'boolean' },
         'log-format': { type: 'string' },
         'bin-dir': { type: 'string' },
+        resume: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });

@@ -2,7 +2,7 @@
  * `db-migration migrate`: runs, from this machine, the very runner bundle the Job runs (`node runner.js
  * --config config.json`). Passwords come from a file of the Secret manifests the operator applies to the
  * cluster, so each `{ secret, key }` reference resolves exactly as it will in the Job; they reach the runner
- * through its environment only. Like the Job, every run resumes what an earlier one recorded.
+ * through its environment only. With --resume it continues what an earlier run recorded, as the Job does.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -28,6 +28,8 @@ export interface MigrateOptions {
   readonly logFormat?: string;
   /** Directory holding pg_dump and pg_restore. @default - found on PATH */
   readonly binDir?: string;
+  /** Continue what an earlier run recorded on the destination, as the Job always does. @default false */
+  readonly resume?: boolean;
 }
 
 export async function migrateCommand(opts: MigrateOptions, io: Io): Promise<number> {
@@ -81,7 +83,7 @@ export async function migrateCommand(opts: MigrateOptions, io: Io): Promise<numb
   writeFileSync(runnerFile, bundleRunner().code, { mode: 0o600 });
   io.err(`ℹ️ work directory: ${workDir} (runner.js, config.json, dumps/, logs/migration.log, logs/summary.json)`);
 
-  const args = [runnerFile, '--config', configFile, ...(opts.binDir ? ['--bin-dir', resolve(opts.binDir)] : [])];
+  const args = [runnerFile, '--config', configFile, ...(opts.binDir ? ['--bin-dir', resolve(opts.binDir)] : []), ...(opts.resume ? ['--resume'] : [])];
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   createInterface({ input: child.stdout }).on('line', io.out);
   createInterface({ input: child.stderr }).on('line', io.err);

@@ -8,9 +8,10 @@
  * database migrated and verified (or the dry run's pre-flight passed); 1 the migration failed; 2 the
  * arguments or the config are wrong; 143 / 130 interrupted by SIGTERM / SIGINT.
  *
- * It always resumes (runMigration's `resume`): the Job retries a failed or killed pod with the same
- * arguments and empty volumes, so every attempt must pick up what the earlier ones recorded on the
- * destination: verified databases are skipped, half-restored ones reset and migrated again.
+ * With --resume (the Job always passes it: it retries a failed or killed pod with the same arguments and
+ * empty volumes) every attempt picks up what the earlier ones recorded on the destination: verified
+ * databases are skipped, half-restored ones reset and migrated again. Without it (a workstation run that did
+ * not ask) a database an earlier run left marked is refused, with what to do.
  */
 import { readFileSync } from 'node:fs';
 import { formatPath } from '../spec/issues';
@@ -24,8 +25,8 @@ export const USAGE = `Usage: node runner.js [options]
 Migrates the PostgreSQL databases listed in the runtime config: pre-flight checks, then for each database
 pg_dump → pg_restore → ANALYZE → verify. Passwords are read from the environment variables the config names.
 
-Every run resumes: a database an earlier attempt migrated and verified is skipped, one it left half-restored
-is reset and migrated again, and a non-empty database it did not fill is never touched (unless restore.clean).
+With --resume, a database an earlier attempt migrated and verified is skipped, one it left half-restored is
+reset and migrated again; a non-empty database it did not fill is never touched (unless restore.clean).
 
 Options:
   --config FILE          runtime config (JSON) (default: ${CONTAINER_PATHS.configFile})
@@ -33,6 +34,7 @@ Options:
   --verbose              log the commands and the tools' own output
   --log-format FORMAT    text or json (default: the config's migration.logFormat)
   --bin-dir DIR          directory of pg_dump and pg_restore (default: $PG_BIN, else PATH)
+  --resume               continue what earlier attempts recorded on the destination (the Job always resumes)
   --help                 show this help
 
 Exit codes: 0 migrated (or dry run passed), 1 migration failed, 2 bad arguments or config,
@@ -45,6 +47,7 @@ export interface MainArgs {
   readonly verbose: boolean;
   readonly logFormat?: 'text' | 'json';
   readonly binDir?: string;
+  readonly resume: boolean;
   readonly help: boolean;
 }
 
@@ -61,6 +64,7 @@ export function parseArgs(argv: readonly string[]): MainArgs {
   let dryRun = false;
   let verbose = false;
   let help = false;
+  let resume = false;
   let logFormat: 'text' | 'json' | undefined;
   let binDir: string | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -76,6 +80,7 @@ export function parseArgs(argv: readonly string[]): MainArgs {
       case '--config': config = value(); break;
       case '--dry-run': dryRun = true; break;
       case '--verbose': verbose = true; break;
+      case '--resume': resume = true; break;
       case '--bin-dir': binDir = value(); break;
       case '--help': case '-h': help = true; break;
       case '--log-format': {
@@ -88,7 +93,7 @@ export function parseArgs(argv: readonly string[]): MainArgs {
         throw new ConfigError([`unknown argument "${arg}" (see --help)`]);
     }
   }
-  return { config, dryRun, verbose, logFormat, binDir, help };
+  return { config, dryRun, verbose, logFormat, binDir, resume, help };
 }
 
 /** Reads and validates the runtime config; every problem as `FILE: field.path: message`. */
@@ -184,7 +189,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2), io: 
   signals.on('SIGTERM', onSignal);
   signals.on('SIGINT', onSignal);
   try {
-    const summary = await runMigration(config, { env: io.env, binDir: args.binDir, signal: abort.signal, out: io.out, resume: true });
+    const summary = await runMigration(config, { env: io.env, binDir: args.binDir, signal: abort.signal, out: io.out, resume: args.resume });
     if (received || summary.interrupted) return received === 'SIGINT' ? EXIT_CODES.sigint : EXIT_CODES.sigterm;
     return summary.ok ? EXIT_CODES.ok : EXIT_CODES.failed;
   } finally {
