@@ -75,7 +75,8 @@ export function writeSecretsFile(file: string, source: PgServer, destination: Pg
   }), { mode: 0o600 });
 }
 
-const RUNNER_SCRIPT = 'src/cli/main.ts';
+/** `db-migration migrate` runs the runner bundle as `node <work-dir>/runner.js`: that process is the runner. */
+const RUNNER_SCRIPT = '/runner.js';
 export { RUNNER_SCRIPT };
 
 function runnerContender(ctx: ContenderContext, id: ContenderId, mode: 'dump' | 'stream', verify: 'counts' | 'none'): Contender {
@@ -101,15 +102,16 @@ function runnerContender(ctx: ContenderContext, id: ContenderId, mode: 'dump' | 
     defaults: { source: endpoint(ctx.source, 'source'), destination: endpoint(ctx.destination, 'destination') },
     databases: [{ name: 'bench', source: { database: ctx.database }, destination: { database: ctx.database } }],
   }), { mode: 0o600 });
-  // `npx tsx src/cli/main.ts ...` minus npx's own start-up: the same tsx binary npx would resolve.
-  const tsx = join(ctx.repoRoot, 'node_modules', '.bin', 'tsx');
-  const args = [RUNNER_SCRIPT, 'migrate', '--spec', specFile, '--secrets', ctx.secretsFile, '--work-dir', workDir, '--bin-dir', ctx.binDir];
+  // `npx db-migration migrate ...` minus npx's own start-up: the package's bin, which builds the runner bundle
+  // into the work directory and runs it with node, exactly as the Job does.
+  const bin = join(ctx.repoRoot, 'bin', 'db-migration.js');
+  const args = [bin, 'migrate', '--spec', specFile, '--secrets', ctx.secretsFile, '--work-dir', workDir, '--bin-dir', ctx.binDir];
   const label = `runner ${mode}${verify === 'none' ? ' (verify: none)' : ' (verify: counts)'}`;
   return {
     id, label, kind: 'runner', mode, verify, workDir,
     dumpDir: join(workDir, 'dumps'),
     env: childEnv(),
-    steps: [{ cmd: tsx, args, display: `tsx ${args.join(' ')}` }],
+    steps: [{ cmd: process.execPath, args, display: `node ${args.join(' ')}` }],
   };
 }
 

@@ -182,10 +182,10 @@ export class TreeMonitor {
 }
 
 /**
- * The runner's own node process in a tree started as `tsx src/cli/main.ts ...`: tsx's CLI is a node process
- * that starts the real program as a child node process (`node --require ... --import ... main.ts`). Of the node
- * processes running the script, minus tsx's CLI, the one with the largest peak: a child the runner has forked
- * but not yet exec'd into pg_dump briefly looks the same, and is never larger.
+ * The runner's own node process in a tree started as `node bin/db-migration.js migrate ...`: the CLI starts the
+ * runner bundle as a child node process (`node <work-dir>/runner.js --config ...`). Of the node processes
+ * running the script, the one with the largest peak: a child the runner has forked but not yet exec'd into
+ * pg_dump briefly looks the same, and is never larger.
  */
 export function runnerNodeProcess(mem: TreeMemory | undefined, script: string): ProcPeak | undefined {
   const nodes = (mem?.processes ?? []).filter((p) => p.name.startsWith('node') && p.cmdline.includes(script))

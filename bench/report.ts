@@ -31,14 +31,14 @@ export interface ContenderResult {
   readonly runnerPeakRssMiB?: number;
   /** Which process the peak RSS is of (pid and command line), to check the measurement. */
   readonly runnerProcess?: string;
-  /** Peak of the summed resident sets of the runner's whole process tree (node, tsx, pg_dump/pg_restore workers). */
+  /** Peak of the summed resident sets of the runner's whole process tree (CLI, runner, pg_dump/pg_restore workers). */
   readonly runnerTreePeakRssMiB?: number;
   /** Peak apparent size of the dump directory; undefined when nothing goes to disk (the pipe). */
   readonly peakDumpBytes?: number;
   readonly steps: readonly StepReport[];
   /** The runner's own phase timings, from its logs/summary.json. */
   readonly phases?: Record<string, number | undefined>;
-  /** Wall time outside those phases: tsx start-up, plan, pre-flight, clean-up. */
+  /** Wall time outside those phases: CLI start-up and bundling, plan, pre-flight, clean-up. */
   readonly overheadSeconds?: number;
   /** The end of the runner's output, when it failed. */
   readonly outputTail?: readonly string[];
@@ -104,7 +104,7 @@ export function notes(datasets: readonly DatasetInfo[], jobs: number, results: r
     ...datasets.map((d) => `- dataset ${d.name}: ${d.description}; source ${fmt(mib(d.sourceBytes))} MiB, ${d.tables} tables, `
       + `largest ${d.largestTable} (${d.largestRows} rows); generated in ${fmt(d.generateSeconds)} s`),
     `- N = ${jobs} jobs everywhere; hand dumps are uncompressed (-Z0) like the runner's default (dump.compression: 0).`,
-    '- runner times are the whole CLI process: tsx start-up, pre-flight, dump, restore, ANALYZE and verification '
+    '- runner times are the whole CLI process: CLI start-up and runner bundling, pre-flight, dump, restore, ANALYZE and verification '
       + '(verify: counts = row counts, sequences, object inventory); the "verify: none" rows leave verification out. Hand runs do no ANALYZE.',
     '- × tuned: wall time over the tuned hand run on the same dataset. Peak dump MiB: apparent size of the dump directory, polled every 200 ms. '
       + 'Runner peak RSS: VmHWM of the runner\'s node process, polled every 75 ms.',
