@@ -155,6 +155,36 @@ describe('verifyDatabase', () => {
     }
   });
 
+  it('when aborted, cancels its queries: no count waiting on a lock stays on the server', async () => {
+    const copy = await restoreCopy('aborted');
+    const t = setup('aborted');
+    const { Client } = await import('pg');
+    const locker = new Client({ host: destination.host, port: destination.port, user: 'postgres', password: destination.superPassword, database: 'aborted' });
+    await locker.connect();
+    const verifySessions = async (waiting: boolean) => (await destination.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-migration verify'${waiting ? " AND wait_event_type = 'Lock'" : ''}`))[0].n;
+    try {
+      // given a count on the destination waiting for a lock another session holds
+      await locker.query('BEGIN; LOCK TABLE sales.orders IN ACCESS EXCLUSIVE MODE');
+      const controller = new AbortController();
+      const verifying = verifyDatabase(t.config.databases[0], t.config, copy.env, { signal: controller.signal });
+      verifying.catch(() => undefined);
+      for (let i = 0; i < 300 && await verifySessions(true) === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await verifySessions(true)).toBe(1);
+
+      // when the verification is aborted (the lock is still held)
+      controller.abort();
+
+      // then it fails as interrupted, and once it has settled no verify session is left on the server
+      await expect(verifying).rejects.toThrow('verify was stopped: the run was interrupted');
+      let left = await verifySessions(false);
+      for (let i = 0; i < 10 && left > 0; i++) { await new Promise((r) => setTimeout(r, 100)); left = await verifySessions(false); }
+      expect(left).toBe(0);
+    } finally {
+      await locker.end();
+    }
+  });
+
   it('fails (does not report ok) when the destination cannot be reached', async () => {
     const t = setup('no_such_db');
     await expect(verifyDatabase(t.config.databases[0], t.config, t.env)).rejects.toThrow(/database "no_such_db" does not exist/);

@@ -7,7 +7,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { runTool } from './exec';
 import type { Logger } from './log';
-import { commandEnv, formatCommand, type DatabasePlan } from './plan';
+import { commandEnv, dumpInSnapshotCommand, formatCommand, type DatabasePlan } from './plan';
 import { directorySize, startDumpProgress } from './progress';
 
 export interface PhaseRunOptions {
@@ -34,17 +34,24 @@ export async function removeDumpDir(dumpDir: string): Promise<void> {
   await rm(dumpDir, { recursive: true, force: true });
 }
 
-export async function dumpDatabase(db: DatabasePlan, opts: PhaseRunOptions & { readonly databaseBytes?: number }): Promise<DumpResult> {
+/**
+ * pg_dump into an empty dump directory. With `snapshot`, pg_dump (and each of its -j workers) runs in that
+ * exported snapshot (--snapshot), so what the caller reads in it (the source checksums) is exactly what was dumped.
+ */
+export async function dumpDatabase(
+  db: DatabasePlan, opts: PhaseRunOptions & { readonly databaseBytes?: number; readonly snapshot?: string },
+): Promise<DumpResult> {
   const { logger } = opts;
+  const cmd = opts.snapshot ? dumpInSnapshotCommand(db.dump, opts.snapshot) : db.dump;
   await removeDumpDir(db.dumpDir);
   await mkdir(dirname(db.dumpDir), { recursive: true });
-  logger.debug(`running ${formatCommand(db.dump)}`);
+  logger.debug(`running ${formatCommand(cmd)}`);
   const ticker = startDumpProgress({ logger, dumpDir: db.dumpDir, databaseBytes: opts.databaseBytes, intervalMs: opts.progressIntervalMs });
   try {
     const res = await runTool({
-      cmd: db.dump.cmd,
-      args: db.dump.args,
-      env: commandEnv(db.dump, opts.env, opts.passwordVars),
+      cmd: cmd.cmd,
+      args: cmd.args,
+      env: commandEnv(cmd, opts.env, opts.passwordVars),
       timeoutMs: opts.timeoutMs,
       signal: opts.signal,
       phase: 'dump',

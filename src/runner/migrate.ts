@@ -9,21 +9,24 @@
  * restore a database is marked `restoring` on the destination, after verification `verified`; a new attempt
  * skips verified databases, resets half-restored ones and never touches anything it did not fill.
  */
+import { dirname } from 'node:path';
 import type { RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
 import { connect, describeEndpoint } from './connection';
 import { dumpDatabase, removeDumpDir } from './dump';
 import { classifyError, humanError } from './errors';
 import { quoteIdent } from './sql';
-import { ToolTimeoutError, withDeadline } from './exec';
+import { ToolAbortedError, ToolTimeoutError, withDeadline } from './exec';
 import { Logger } from './log';
-import { buildPlan, formatCommand, passwordEnvNames, type DatabasePlan, type MigrationPlan } from './plan';
+import {
+  buildPlan, dumpInSnapshotCommand, formatCommand, passwordEnvNames, RUN_TIME_SNAPSHOT, type DatabasePlan, type MigrationPlan, type ToolCommand,
+} from './plan';
 import { formatPreflightProblem, preflight } from './preflight';
 import type { DatabasePreflight, PreflightProblem, PreflightReport } from './preflight';
 import {
   decideResume, readDestinationState, readSourceIdentity, type DestinationState, type DumpPoint, type MarkerState,
   type MigrationMarker, type ResumeAction, type SourceIdentity,
 } from './marker';
-import { directorySize, formatBytes, formatDuration } from './progress';
+import { DEFAULT_PROGRESS_INTERVAL_MS, directorySize, formatBytes, formatDuration, startTicker } from './progress';
 import {
   analyzeDatabase, ensureDestinationDatabase, recordMarker, recreateDestinationDatabase, restoreDatabase,
 } from './restore';
@@ -31,7 +34,10 @@ import { PhaseError, withRetry } from './retry';
 import {
   finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult, type Phase, type RunSummary,
 } from './summary';
-import { verifyDatabase } from './verify';
+import { streamDatabase, StreamTimeoutError, type StreamProgress, type StreamResult } from './stream';
+import { cancelRunningQuery, verifyDatabase } from './verify';
+import { exportSnapshot, releaseSnapshot, tableChecksums, withSnapshot, type TableChecksum } from './checksum';
+import type { DumpResult, PhaseRunOptions } from './dump';
 
 export interface RunMigrationOptions {
   /** The environment holding the passwords (by the variable names the config gives). */
@@ -93,9 +99,6 @@ export async function runMigration(config: RuntimeConfig, options: RunMigrationO
   try {
     plan = buildPlan(config, { dryRun: options.dryRun, binDir: options.binDir, env });
     logPlan(plan, logger);
-    if (config.migration.mode !== 'dump') {
-      throw new Error(`migration.mode "${config.migration.mode}" is not supported by this runner; use mode: dump`);
-    }
     if (plan.databases.length === 0) {
       logger.warn('no database is enabled: nothing to do');
     } else {
@@ -286,31 +289,23 @@ async function migrateDatabase(
     return [value, (Date.now() - started) / 1000];
   };
 
-  log.info(`migrating ${describeEndpoint(db.source)} → ${describeEndpoint(db.destination)}`);
+  log.info(`migrating ${describeEndpoint(db.source)} → ${describeEndpoint(db.destination)}${m.mode === 'stream' ? ' (stream mode)' : ''}`);
   try {
-    // Dump: every attempt starts from an empty directory. The source's identity and position just before
-    // pg_dump takes its snapshot go into the destination's marker.
+    // The source's identity and position just before the snapshot is taken go into the destination's marker.
     let source: SourceIdentity | undefined;
     let dumpPoint: DumpPoint | undefined;
-    const [dump, dumpSeconds] = await timed('dump', () => withRetry(
-      async () => {
-        ({ identity: source, point: dumpPoint } = await withDeadline('source identity', 'dump', { signal, timeoutMs: (connectTimeoutSeconds + 30) * 1000 },
-          () => readSourceIdentity(db.source, env, connectTimeoutSeconds)));
-        return dumpDatabase(db, { ...phaseOpts('dump'), timeoutMs: m.timeouts.dump * 1000, databaseBytes: facts?.sourceSizeBytes });
-      },
-      { ...retry, phase: 'dump', logger: log.child({ phase: 'dump' }) },
-    ));
-    record(db.name, { dumpSeconds, dumpBytes: dump.bytes });
-    log.child({ phase: 'dump' }).ok(`dumped ${formatBytes(dump.bytes)} in ${formatDuration(dumpSeconds)}`);
+    const readIdentity = async (p: Phase) => {
+      ({ identity: source, point: dumpPoint } = await withDeadline('source identity', p, { signal, timeoutMs: (connectTimeoutSeconds + 30) * 1000 },
+        () => readSourceIdentity(db.source, env, connectTimeoutSeconds)));
+    };
 
-    // Restore: create the database if needed (or reset what an earlier attempt left half-restored), mark it
-    // `restoring`, then pg_restore; a retry first removes what the failed attempt restored.
+    // The destination: created if needed (or reset when an earlier attempt left it half-restored), then marked
+    // `restoring` before anything is written to it.
     const reset = action.kind === 'reset' ? action.marker : undefined;
     let created = false;
     let ensured = false;
-    let restoreRuns = 0;
     let markWarned = false;
-    const restoreLog = log.child({ phase: 'restore' });
+    const restoreLog = log.child({ phase: m.mode === 'stream' ? 'stream' : 'restore' });
     const destOpts = { env, connectTimeoutSeconds, logger: restoreLog, signal, timeoutMs: m.timeouts.restore * 1000 };
     const mark = async (state: MarkerState, l: Logger): Promise<void> => {
       const marker: MigrationMarker = {
@@ -325,51 +320,118 @@ async function migrateDatabase(
           + 'a comment of its own): if this run is interrupted, a re-run will refuse the half-filled database');
       }
     };
-    const [restored, restoreSeconds] = await timed('restore', () => withRetry(async () => {
-      if (!ensured) {
-        if (reset?.created) {
-          await recreateDestinationDatabase(db, destOpts, 'created by an earlier attempt, which left it half-restored)');
-          created = true;
-        } else {
-          created = (await ensureDestinationDatabase(db, { ...destOpts, mayCreate: facts?.willCreateDestination ?? false })).created;
-        }
-        ensured = true;
+    const ensureDestination = async () => {
+      if (ensured) return;
+      if (reset?.created) {
+        await recreateDestinationDatabase(db, destOpts, 'created by an earlier attempt, which left it half-restored)');
+        created = true;
+      } else {
+        created = (await ensureDestinationDatabase(db, { ...destOpts, mayCreate: facts?.willCreateDestination ?? false })).created;
       }
-      // Before the first statement of the restore: from here on a re-run recognizes a half-restore as ours.
-      await mark('restoring', restoreLog);
-      // The first pg_restore runs the planned command. A later one either got a fresh database (created by the
-      // runner, re-created before the retry) or restores with --clean --if-exists into the database pre-flight
-      // found empty (or restore.clean allowed to replace), removing exactly what the failed attempt restored;
-      // so does the first one into a database an earlier attempt left half-restored but did not create.
-      const cleanFirst = (restoreRuns > 0 || reset !== undefined) && !created;
-      restoreRuns++;
-      return restoreDatabase(db, { ...phaseOpts('restore'), timeoutMs: m.timeouts.restore * 1000, cleanFirst });
-    }, {
-      ...retry, phase: 'restore', logger: restoreLog,
-      beforeRetry: async () => { if (restoreRuns > 0 && created) await recreateDestinationDatabase(db, destOpts); },
-    }));
-    record(db.name, { restoreSeconds });
-    restoreLog.ok(`restored in ${formatDuration(restoreSeconds)} (${restored.totalItems} items in the dump${restoreRuns > 1 ? `, ${restoreRuns} attempts` : ''})`);
+      ensured = true;
+    };
+    // A retry (or the first run into a database an earlier attempt left half-restored but did not create)
+    // removes exactly what the failed attempt wrote: a database this run created is dropped and re-created
+    // (beforeRetry), any other one is restored with --clean --if-exists.
+    let writeRuns = 0;
+    const beforeRetry = async () => { if (writeRuns > 0 && created) await recreateDestinationDatabase(db, destOpts); };
 
-    const [, analyzeSeconds] = await timed('analyze', () => withRetry(
-      () => analyzeDatabase(db, { ...destOpts, logger: log.child({ phase: 'analyze' }) }),
-      { ...retry, phase: 'analyze', logger: log.child({ phase: 'analyze' }), timeoutSetting: 'migration.timeouts.restore' },
-    ));
-    record(db.name, { analyzeSeconds });
-    log.child({ phase: 'analyze' }).ok(`analyzed in ${formatDuration(analyzeSeconds)}`);
+    // verify: checksums: the source side is read in the snapshot the data was copied from (kept per attempt),
+    // so writes on the source after it are not reported as differences.
+    let sourceChecksums: Map<string, TableChecksum> | undefined;
+
+    if (m.mode === 'stream') {
+      // Stream: schema, COPY, post-data, sequences and ANALYZE source to destination; nothing on the dumps volume.
+      const budgetSeconds = m.timeouts.dump + m.timeouts.restore;
+      restoreLog.info(`streaming with ${m.copy.jobs} COPY worker${m.copy.jobs === 1 ? '' : 's'}; time limit ${formatDuration(budgetSeconds)} `
+        + `(timeouts.dump + timeouts.restore; the copy alone at most timeouts.dump, each pg_restore section at most timeouts.restore)`);
+      const [streamed, streamSeconds] = await timed('stream', () => withRetry(async () => {
+        await readIdentity('stream');
+        await ensureDestination();
+        await mark('restoring', restoreLog);
+        const cleanFirst = (writeRuns > 0 || reset !== undefined) && !created;
+        writeRuns++;
+        return runStream(runtimeDb, cleanFirst ? withCleanRestore(config) : config, {
+          env, binDir: options.binDir ?? env.PG_BIN, signal, log: restoreLog, timeoutMs: budgetSeconds * 1000,
+          progressIntervalMs: options.progressIntervalMs,
+          onSnapshot: m.verify !== 'checksums' ? undefined : async (snapshot, stop) => {
+            sourceChecksums = undefined;
+            restoreLog.info(`computing the source checksums (verify: checksums) in the stream's snapshot ${snapshot}, alongside the copy`);
+            sourceChecksums = await checksumsInSnapshot(runtimeDb, config, env, snapshot, stop);
+          },
+        });
+      }, { ...retry, phase: 'stream', logger: restoreLog, beforeRetry, timeoutSetting: 'migration.timeouts.dump / migration.timeouts.restore' }));
+      record(db.name, { streamSeconds, bytesCopied: streamed.bytes, rowsCopied: streamed.rows });
+      restoreLog.ok(`streamed ${streamed.tables} tables, ${streamed.rows} rows, ${formatBytes(streamed.bytes)} in ${formatDuration(streamSeconds)} `
+        + `(pre-data ${formatDuration(streamed.seconds.preData)}, copy ${formatDuration(streamed.seconds.copy)}, post-data ${formatDuration(streamed.seconds.postData)}`
+        + `${writeRuns > 1 ? `, ${writeRuns} attempts` : ''}); ANALYZE done by the stream`);
+    } else {
+      // Dump: every attempt starts from an empty directory.
+      const [dump, dumpSeconds] = await timed('dump', () => withRetry(
+        async () => {
+          await readIdentity('dump');
+          const dumpOpts = { ...phaseOpts('dump'), timeoutMs: m.timeouts.dump * 1000, databaseBytes: facts?.sourceSizeBytes };
+          if (!db.dumpInSnapshot) return dumpDatabase(db, dumpOpts);
+          const res = await dumpWithSourceChecksums(db, runtimeDb, config, dumpOpts);
+          sourceChecksums = res.checksums;
+          return res;
+        },
+        {
+          ...retry, phase: 'dump', logger: log.child({ phase: 'dump' }),
+          ...(db.dumpInSnapshot ? { timeoutSetting: 'migration.timeouts.dump (pg_dump) or migration.timeouts.verify (source checksums)' } : {}),
+        },
+      ));
+      record(db.name, { dumpSeconds, dumpBytes: dump.bytes });
+      log.child({ phase: 'dump' }).ok(`dumped ${formatBytes(dump.bytes)} in ${formatDuration(dumpSeconds)}`);
+
+      // Restore: the planned command first; a later one (or the first into a database an earlier attempt left
+      // half-restored but did not create) with --clean --if-exists.
+      const [restored, restoreSeconds] = await timed('restore', () => withRetry(async () => {
+        await ensureDestination();
+        // Before the first statement of the restore: from here on a re-run recognizes a half-restore as ours.
+        await mark('restoring', restoreLog);
+        const cleanFirst = (writeRuns > 0 || reset !== undefined) && !created;
+        writeRuns++;
+        return restoreDatabase(db, { ...phaseOpts('restore'), timeoutMs: m.timeouts.restore * 1000, cleanFirst });
+      }, { ...retry, phase: 'restore', logger: restoreLog, beforeRetry }));
+      record(db.name, { restoreSeconds });
+      restoreLog.ok(`restored in ${formatDuration(restoreSeconds)} (${restored.totalItems} items in the dump${writeRuns > 1 ? `, ${writeRuns} attempts` : ''})`);
+
+      const [, analyzeSeconds] = await timed('analyze', () => withRetry(
+        () => analyzeDatabase(db, { ...destOpts, logger: log.child({ phase: 'analyze' }) }),
+        { ...retry, phase: 'analyze', logger: log.child({ phase: 'analyze' }), timeoutSetting: 'migration.timeouts.restore' },
+      ));
+      record(db.name, { analyzeSeconds });
+      log.child({ phase: 'analyze' }).ok(`analyzed in ${formatDuration(analyzeSeconds)}`);
+    }
 
     if (m.verify !== 'none') {
       const verifyLog = log.child({ phase: 'verify' });
       const [v, verifySeconds] = await timed('verify', () => withRetry(async () => {
-        const res = await withDeadline('verify', 'verify', { timeoutMs: m.timeouts.verify * 1000, signal }, () => verifyDatabase(runtimeDb, config, env));
+        let running: Promise<unknown> | undefined;
+        const res = await withDeadline('verify', 'verify', { timeoutMs: m.timeouts.verify * 1000, signal }, (stop) => {
+          const p = verifyDatabase(runtimeDb, config, env, { signal: stop, ...(sourceChecksums ? { sourceChecksums } : {}) });
+          running = p;
+          return p;
+        }).catch(async (err: unknown) => {
+          // Stopped (timeout or interruption): wait until its queries are cancelled and its sessions gone.
+          await running?.catch(() => undefined);
+          throw err;
+        });
         if (!res.ok) throw new VerificationFailed(res.differences.map(differenceText));
         return res;
       }, {
         ...retry, phase: 'verify', logger: verifyLog,
         classify: (err) => (err instanceof VerificationFailed ? { transient: false, reason: 'differences found' } : classifyError(err)),
       }));
-      record(db.name, { verifySeconds, rowsVerified: v.rowsVerified, tables: v.tables });
-      verifyLog.ok(`verified (${m.verify}): ${v.tables} tables, ${v.rowsVerified} rows${v.sequences !== undefined ? `, ${v.sequences} sequences` : ''} match, in ${formatDuration(verifySeconds)}`);
+      record(db.name, {
+        verifySeconds, rowsVerified: v.rowsVerified, tables: v.tables, objectsVerified: v.objects,
+        ...(m.verify === 'checksums' ? { tablesChecksummed: v.checksummed } : {}),
+      });
+      const checksummed = m.verify === 'checksums'
+        ? `, ${v.checksummed} tables checksummed (source side ${sourceChecksums ? `in the ${m.mode === 'stream' ? "stream's" : "dump's"} snapshot` : 'live'})` : '';
+      verifyLog.ok(`verified (${m.verify}): ${v.tables} tables, ${v.rowsVerified} rows${v.sequences !== undefined ? `, ${v.sequences} sequences` : ''} match; `
+        + `${v.objects} inventory objects compared${checksummed}, in ${formatDuration(verifySeconds)}`);
     } else {
       log.child({ phase: 'verify' }).warn('verification skipped (migration.verify: none)');
     }
@@ -410,6 +472,143 @@ async function migrateDatabase(
   }
 }
 
+/**
+ * pg_dump in a snapshot the runner exports and holds, with the source checksums (verify: checksums) computed
+ * in that same snapshot by a second session while pg_dump runs. Both read exactly the same state, so the
+ * checksums describe what was dumped; the snapshot is released only once both are done. Concurrent rather
+ * than after the dump: the checksum scan overlaps pg_dump's instead of adding to the phase. The checksums may
+ * take at most timeouts.verify.
+ */
+async function dumpWithSourceChecksums(
+  db: DatabasePlan, runtimeDb: RuntimeDatabase, config: RuntimeConfig, opts: PhaseRunOptions & { readonly databaseBytes?: number },
+): Promise<DumpResult & { checksums: Map<string, TableChecksum> }> {
+  const m = config.migration;
+  const { env, signal, logger } = opts;
+  const holder = await connect(db.source, env, { readOnly: true, connectTimeoutSeconds: m.timeouts.connect, applicationName: 'db-migration snapshot' });
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let timedOut = false;
+  let timer: NodeJS.Timeout | undefined;
+  const started = Date.now();
+  try {
+    await holder.query('SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0');
+    const snapshot = await exportSnapshot(holder);
+    logger.info(`source snapshot ${snapshot} exported: pg_dump runs in it (--snapshot), and the source checksums (verify: checksums) are computed in it meanwhile`);
+    timer = setTimeout(() => { timedOut = true; stop.abort(); }, m.timeouts.verify * 1000);
+    const sums = checksumsInSnapshot(runtimeDb, config, env, snapshot, stop.signal);
+    sums.catch(() => undefined);
+    let dump: DumpResult;
+    try {
+      dump = await dumpDatabase(db, { ...opts, snapshot });
+    } catch (err) {
+      stop.abort();
+      await sums.catch(() => undefined);
+      throw err;
+    }
+    let checksums: Map<string, TableChecksum>;
+    try {
+      checksums = await sums;
+    } catch (err) {
+      if (signal?.aborted) throw new ToolAbortedError('source checksums', [], Date.now() - started);
+      if (timedOut) throw new ToolTimeoutError('source checksums', 'dump', m.timeouts.verify * 1000, [], Date.now() - started);
+      throw err;
+    }
+    await releaseSnapshot(holder);
+    logger.info(`source checksums of ${checksums.size} tables taken in snapshot ${snapshot}; snapshot released`);
+    return { ...dump, checksums };
+  } finally {
+    if (timer) clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+    await holder.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Checksums of the source tables verify compares (its schema selection), read by a session of their own that
+ * imports `snapshot`. Aborting `stop` cancels the running query and ends the session.
+ */
+async function checksumsInSnapshot(
+  db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv, snapshot: string, stop: AbortSignal,
+): Promise<Map<string, TableChecksum>> {
+  const m = config.migration;
+  const connectOpts = { readOnly: true, connectTimeoutSeconds: m.timeouts.connect, applicationName: 'db-migration checksums' };
+  const client = await connect(db.source, env, connectOpts);
+  let stopping: Promise<void> | undefined;
+  const onStop = () => {
+    stopping = cancelRunningQuery(client, db.source).then(() => client.end()).catch(() => undefined);
+  };
+  if (stop.aborted) onStop(); else stop.addEventListener('abort', onStop, { once: true });
+  try {
+    if (stop.aborted) throw new Error('stopped');
+    await client.query('SET statement_timeout = 0');
+    return await withSnapshot(client, snapshot, () => tableChecksums(client, { schemas: m.dump.schemas, excludeSchemas: m.dump.excludeSchemas }));
+  } finally {
+    stop.removeEventListener('abort', onStop);
+    if (stopping) await stopping;
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** The config with restore.clean on: a stream retry into a database this run did not create starts clean. */
+function withCleanRestore(config: RuntimeConfig): RuntimeConfig {
+  const m = config.migration;
+  return { ...config, migration: { ...m, restore: { ...m.restore, clean: true } } };
+}
+
+/**
+ * One stream attempt under the phase's time limit, with progress lines every interval. Timeouts (the budget,
+ * or a limit inside the engine) come out as ToolTimeoutError and interruptions as ToolAbortedError, like a
+ * tool's, so retries and failure messages treat both modes alike. Settles only after the engine has closed
+ * every session and stopped every child.
+ */
+async function runStream(db: RuntimeDatabase, config: RuntimeConfig, opts: {
+  env: NodeJS.ProcessEnv; binDir?: string; signal?: AbortSignal; log: Logger; timeoutMs: number; progressIntervalMs?: number;
+  onSnapshot?: (snapshot: string, signal: AbortSignal) => Promise<void>;
+}): Promise<StreamResult> {
+  const { log, signal } = opts;
+  const started = Date.now();
+  const controller = new AbortController();
+  const onAbort = () => controller.abort();
+  if (signal?.aborted) controller.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let timedOut = false;
+  const timer = setTimeout(() => { timedOut = true; controller.abort(); }, opts.timeoutMs);
+  let latest: StreamProgress | undefined;
+  const ticker = startTicker(log, opts.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS,
+    () => streamProgressMessage(latest, (Date.now() - started) / 1000));
+  try {
+    return await streamDatabase(db, config, {
+      env: opts.env,
+      binDir: opts.binDir || undefined,
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.phase !== latest?.phase) log.info(`${p.phase}${p.phase === 'copy' ? ` (${p.tablesTotal} tables)` : ''}`);
+        latest = p;
+      },
+      // One line per table would flood the log of a database with thousands of tables: those are debug lines.
+      log: (level, msg) => (level === 'warn' ? log.warn(msg) : msg.startsWith('copied ') ? log.debug(msg) : log.info(msg)),
+      onSnapshot: opts.onSnapshot,
+    });
+  } catch (err) {
+    const elapsed = Date.now() - started;
+    if (signal?.aborted) throw new ToolAbortedError('stream', [], elapsed);
+    if (timedOut) throw new ToolTimeoutError('stream', 'stream', opts.timeoutMs, [], elapsed);
+    if (err instanceof StreamTimeoutError) throw new ToolTimeoutError('stream', err.phase, err.timeoutSeconds * 1000, [], elapsed);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+    ticker.stop();
+  }
+}
+
+export function streamProgressMessage(p: StreamProgress | undefined, elapsedSeconds: number): string {
+  if (!p) return `streaming: starting, ${formatDuration(elapsedSeconds)} elapsed`;
+  return `streaming (${p.phase}): ${p.tablesDone}/${p.tablesTotal} tables, ${formatBytes(p.bytesCopied)}, ${p.rowsCopied} rows copied, `
+    + `${formatDuration(elapsedSeconds)} elapsed`;
+}
+
 /** A pre-flight problem as log lines; the logger adds the icon and the database, so the formatter's are dropped. */
 function logProblem(p: PreflightProblem, log: Logger): void {
   formatPreflightProblem(p).forEach((line, i) => {
@@ -426,10 +625,16 @@ function logPlan(plan: MigrationPlan, logger: Logger): void {
   log.info(`dump jobs ${o.dump.jobs}, compression ${o.dump.compression}; restore jobs ${o.restore.jobs}${o.restore.clean ? ', clean' : ''}; `
     + `verify ${o.verify}; timeouts dump ${o.timeouts.dump}s, restore ${o.timeouts.restore}s, verify ${o.timeouts.verify}s; `
     + `${o.retries.attempts} attempts, first retry after ${o.retries.delaySeconds}s; tools from ${plan.binDir ?? 'PATH'}`);
+  if (o.mode === 'stream') log.info(`mode stream: ${o.copy.jobs} COPY workers per database, nothing on the dumps volume`);
   for (const db of plan.databases) {
-    log.child({ database: db.name }).debug(`dump: ${formatCommand(db.dump)}`);
-    log.child({ database: db.name }).debug(`restore: ${formatCommand(db.restore)}`);
+    for (const [what, cmd] of planCommands(db)) log.child({ database: db.name }).debug(`${what}: ${formatCommand(cmd)}`);
   }
+}
+
+/** The commands a database's migration runs, as the dry run and the plan log show them. */
+function planCommands(db: DatabasePlan): Array<[string, ToolCommand]> {
+  if (db.stream) return [['schema dump', db.stream.schemaDump], ['pre-data', db.stream.preData], ['post-data', db.stream.postData]];
+  return [['dump', db.dumpInSnapshot ? dumpInSnapshotCommand(db.dump, RUN_TIME_SNAPSHOT) : db.dump], ['restore', db.restore]];
 }
 
 function printDryRun(plan: MigrationPlan, facts: Map<string, DatabasePreflight>, actions: Map<string, ResumeAction>, logger: Logger): void {
@@ -446,9 +651,17 @@ function printDryRun(plan: MigrationPlan, facts: Map<string, DatabasePreflight>,
     l.info(`${describeEndpoint(db.source)} → ${describeEndpoint(db.destination)}: `
       + `${f?.sourceSizeBytes !== undefined ? formatBytes(f.sourceSizeBytes) : 'size unknown'}, ${f?.tables ?? '?'} tables`
       + `${f?.willCreateDestination ? `; would create database "${db.destination.database}" on the destination` : ''}`);
-    l.info(`would run: ${formatCommand(db.dump)}`);
-    l.info(`would run: ${formatCommand(db.restore)}`);
-    l.info(`then: ANALYZE; verify ${db.verify}; remove ${db.dumpDir}`);
+    if (db.stream) {
+      l.info(`would stream: export a snapshot on the source, and in it dump the schema (pre-data and post-data sections) to ${dirname(db.stream.schemaDump.args.find((a) => a.startsWith('--file='))!.slice(7))}:`);
+      l.info(`would run: ${formatCommand(db.stream.schemaDump)}`);
+      l.info(`would run: ${formatCommand(db.stream.preData)}`);
+      l.info(`then: COPY every table source → destination in the snapshot, ${plan.options.copy.jobs} at a time, largest first (large objects too)`);
+      l.info(`would run: ${formatCommand(db.stream.postData)}`);
+      l.info(`then: set sequences to the snapshot's values; ANALYZE; verify ${db.verify}; nothing is written to the dumps volume`);
+    } else {
+      for (const [, cmd] of planCommands(db)) l.info(`would run: ${formatCommand(cmd)}`);
+      l.info(`then: ANALYZE; verify ${db.verify}; remove ${db.dumpDir}`);
+    }
   }
   log.ok('dry run: nothing was dumped or restored');
 }

@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import type { ResolvedEndpoint, RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
 import { libpqEnv } from './connection';
+import { restoreSectionArgs, schemaDumpArgs } from './stream/tools';
 
 export type MigrationOptions = RuntimeConfig['migration'];
 
@@ -34,7 +35,24 @@ export interface DatabasePlan {
   /** The restore a retry runs into a destination that was empty before this run: adds --clean --if-exists. */
   readonly restoreRetry: ToolCommand;
   readonly verify: MigrationOptions['verify'];
+  /**
+   * Dump mode with verify: checksums: pg_dump runs in a snapshot the runner exports (`--snapshot=<id>` added to
+   * `dump` at run time), and the source checksums are computed in that same snapshot.
+   */
+  readonly dumpInSnapshot: boolean;
+  /** Stream mode: the schema commands the stream engine runs (snapshot and archive named at run time). */
+  readonly stream?: StreamPlan;
 }
+
+export interface StreamPlan {
+  /** pg_dump of the pre-data and post-data sections in the source snapshot, to a small archive in paths.tmp. */
+  readonly schemaDump: ToolCommand;
+  readonly preData: ToolCommand;
+  readonly postData: ToolCommand;
+}
+
+/** Shown for values only known at run time. */
+export const RUN_TIME_SNAPSHOT = '<snapshot exported at run time>';
 
 export interface MigrationPlan {
   readonly name: string;
@@ -122,6 +140,30 @@ export function restoreCommand(
   return { tool: 'pg_restore', cmd: toolPath('pg_restore', binDir), args, pgEnv: endpointEnv(db.destination, false, options), passwordEnv: db.destination.passwordEnv };
 }
 
+/** The dump command in an exported snapshot: `--snapshot=<id>` after the runner's own options, before the spec's. */
+export function dumpInSnapshotCommand(cmd: ToolCommand, snapshot: string): ToolCommand {
+  const at = cmd.args.indexOf('--no-password') + 1;
+  return { ...cmd, args: [...cmd.args.slice(0, at), `--snapshot=${snapshot}`, ...cmd.args.slice(at)] };
+}
+
+/** The stream engine's schema commands (stream/tools.ts builds the same arguments when it runs them). */
+export function streamPlan(db: RuntimeDatabase, config: RuntimeConfig, binDir?: string): StreamPlan {
+  const options = config.migration;
+  const archive = join(config.paths.tmp, `stream-${db.name}-<pid>-<time>.schema.dump`);
+  const restore = (section: 'pre-data' | 'post-data'): ToolCommand => ({
+    tool: 'pg_restore', cmd: toolPath('pg_restore', binDir), args: restoreSectionArgs(config, db.destination, archive, section),
+    pgEnv: endpointEnv(db.destination, false, options), passwordEnv: db.destination.passwordEnv,
+  });
+  return {
+    schemaDump: {
+      tool: 'pg_dump', cmd: toolPath('pg_dump', binDir), args: schemaDumpArgs(config, db.source, RUN_TIME_SNAPSHOT, archive),
+      pgEnv: endpointEnv(db.source, true, options), passwordEnv: db.source.passwordEnv,
+    },
+    preData: restore('pre-data'),
+    postData: restore('post-data'),
+  };
+}
+
 export function listCommand(dumpDir: string, binDir?: string): ToolCommand {
   return { tool: 'pg_restore', cmd: toolPath('pg_restore', binDir), args: ['--list', dumpDir], pgEnv: {} };
 }
@@ -141,6 +183,8 @@ export function buildPlan(config: RuntimeConfig, opts: PlanOptions = {}): Migrat
       restore: restoreCommand(db, dumpDir, options, binDir),
       restoreRetry: restoreCommand(db, dumpDir, options, binDir, { cleanFirst: true }),
       verify: options.verify,
+      dumpInSnapshot: options.mode === 'dump' && options.verify === 'checksums',
+      ...(options.mode === 'stream' ? { stream: streamPlan(db, config, binDir) } : {}),
     };
   });
   return {

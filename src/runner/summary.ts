@@ -9,7 +9,7 @@ import { redact } from './log';
 import { formatBytes, formatDuration } from './progress';
 
 export type DatabaseStatus = 'migrated' | 'failed' | 'skipped' | 'interrupted' | 'dry-run' | 'planned';
-export type Phase = 'plan' | 'preflight' | 'dump' | 'restore' | 'analyze' | 'verify' | 'cleanup';
+export type Phase = 'plan' | 'preflight' | 'dump' | 'roles' | 'restore' | 'stream' | 'analyze' | 'verify' | 'settings' | 'cleanup';
 
 export interface DatabaseResult {
   name: string;
@@ -25,7 +25,19 @@ export interface DatabaseResult {
   restoreSeconds?: number;
   analyzeSeconds?: number;
   verifySeconds?: number;
+  /** Stream mode: seconds of the stream (schema, COPY, post-data, sequences, ANALYZE), and what it copied. */
+  streamSeconds?: number;
+  /** Stream mode: COPY payload bytes received from the source. */
+  bytesCopied?: number;
+  /** Stream mode: rows copied. */
+  rowsCopied?: number;
   rowsVerified?: number;
+  /** Objects of the source's inventory (tables, columns, indexes, constraints, ...) compared by verify. */
+  objectsVerified?: number;
+  /** Tables whose content checksum was compared (verify: checksums). */
+  tablesChecksummed?: number;
+  /** migration.roles: roles this run created on the destination for this database. */
+  rolesCreated?: string[];
   tables?: number;
   /** Verification differences, when verify found any. */
   differences?: string[];
@@ -96,7 +108,9 @@ const secs = (s: number | undefined) => (s === undefined ? '-' : formatDuration(
 
 /** A fixed-width table, one row per database, then the totals. */
 export function formatSummaryTable(s: RunSummary): string {
-  const header = ['database', 'status', 'phase', 'size', 'dump', 'restore', 'verify', 'tables', 'rows verified'];
+  // Stream columns only when a database streamed: a dump-mode table stays as it was.
+  const streamed = s.databases.some((d) => d.streamSeconds !== undefined || d.bytesCopied !== undefined);
+  const header = ['database', 'status', 'phase', 'size', 'dump', 'restore', ...(streamed ? ['stream', 'copied'] : []), 'verify', 'tables', 'rows verified'];
   const rows = s.databases.map((d) => [
     d.name,
     d.status,
@@ -104,6 +118,7 @@ export function formatSummaryTable(s: RunSummary): string {
     d.sizeBytes === undefined ? '-' : formatBytes(d.sizeBytes),
     secs(d.dumpSeconds),
     secs(d.restoreSeconds),
+    ...(streamed ? [secs(d.streamSeconds), d.bytesCopied === undefined ? '-' : formatBytes(d.bytesCopied)] : []),
     secs(d.verifySeconds),
     d.tables === undefined ? '-' : String(d.tables),
     d.rowsVerified === undefined ? '-' : String(d.rowsVerified),

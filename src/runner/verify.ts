@@ -9,10 +9,12 @@
  *   dump are not reported as loss.
  * Both sides are connected read only; counts run in parallel on a few connections per side, largest first.
  */
+import { connect as netConnect } from 'node:net';
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
 import { compareChecksums, tableChecksums, type TableChecksum } from './checksum';
 import { connect, describeEndpoint } from './connection';
+import { ToolAbortedError } from './exec';
 import { compareInventories, readInventory } from './inventory';
 import { schemaMatcher } from './schemas';
 import { displayName, qualifiedName } from './sql';
@@ -54,6 +56,12 @@ export interface VerifyOptions {
    * @default - computed now on the live source: writes since the dump then show as differences
    */
   readonly sourceChecksums?: ReadonlyMap<string, TableChecksum>;
+  /**
+   * Aborting cancels the running queries on both servers (a cancel request, as psql's Ctrl-C sends) and ends
+   * every session, so no count waiting on a lock stays behind on a server; the call then fails with a
+   * ToolAbortedError once the sessions are gone.
+   */
+  readonly signal?: AbortSignal;
 }
 
 type Kind = 'r' | 'p' | 'v' | 'm' | 'S';
@@ -76,17 +84,35 @@ export async function verifyDatabase(
 ): Promise<VerifyResult> {
   const timeoutSeconds = config.migration.timeouts.verify;
   const connectOpts = { readOnly: true, connectTimeoutSeconds: config.migration.timeouts.connect, applicationName: 'db-migration verify' };
-  const clients: Client[] = [];
+  const clients: Array<{ client: Client; side: 'source' | 'destination' }> = [];
+  let stopping: Promise<unknown> | undefined;
+  // Cancel what runs, then drop the sessions: a backend waiting on a lock does not notice a closed socket.
+  const stop = () => {
+    stopping ??= Promise.all(clients.map(async (c) => {
+      await cancelRunningQuery(c.client, db[c.side]);
+      await c.client.end().catch(() => undefined);
+    }));
+  };
   const open = async (side: 'source' | 'destination') => {
     const c = await connect(db[side], env, connectOpts);
-    clients.push(c);
+    clients.push({ client: c, side });
+    if (stopping) {
+      await c.end().catch(() => undefined);
+      throw new Error('verification stopped');
+    }
+    // PostgreSQL 14 and later also notice a vanished client during a long query (ignored where unknown).
+    await c.query('SET client_connection_check_interval = 2000').catch(() => undefined);
     return c;
   };
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    for (const c of clients) c.end().catch(() => undefined);
+    stop();
   }, timeoutSeconds * 1000);
+  const started = Date.now();
+  const onAbort = () => stop();
+  if (opts.signal?.aborted) stop();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const [src, dst] = await Promise.all([open('source'), open('destination')]);
     const matches = schemaMatcher(config.migration.dump);
@@ -112,8 +138,14 @@ export async function verifyDatabase(
         // An unpopulated materialized view cannot be read; whether it holds data is compared by the inventory.
         if (rel.kind === 'm' && (!rel.populated || !other.populated)) continue;
         const sql = `SELECT count(*)::text AS n FROM ${rel.kind === 'r' ? 'ONLY ' : ''}${q}`;
+        // Source checksums taken in the copy's snapshot carry that snapshot's row count: rows written to the
+        // source since are not reported as differences (the checksums compare the content).
+        const snapshotRows = rel.kind === 'r' ? opts.sourceChecksums?.get(q)?.rows : undefined;
         tasks.push(async (s, d) => {
-          const [a, b] = await Promise.all([s.query<{ n: string }>(sql), d.query<{ n: string }>(sql)]);
+          const [a, b] = await Promise.all([
+            snapshotRows !== undefined ? Promise.resolve({ rows: [{ n: String(snapshotRows) }] }) : s.query<{ n: string }>(sql),
+            d.query<{ n: string }>(sql),
+          ]);
           const [ns, nd] = [Number(a.rows[0].n), Number(b.rows[0].n)];
           if (ns === nd) {
             rowsVerified += ns;
@@ -175,11 +207,40 @@ export async function verifyDatabase(
     if (timedOut) {
       throw new Error(`verification of ${db.name} (${describeEndpoint(db.destination)}) did not finish within timeouts.verify (${timeoutSeconds}s)`);
     }
+    if (opts.signal?.aborted) throw new ToolAbortedError('verify', [], Date.now() - started);
     throw err;
   } finally {
     clearTimeout(timer);
-    await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+    opts.signal?.removeEventListener('abort', onAbort);
+    if (stopping) await stopping;
+    await Promise.all(clients.map((c) => c.client.end().catch(() => undefined)));
   }
+}
+
+/**
+ * Sends a cancel request for whatever the session is running (the protocol's CancelRequest, as libpq's PQcancel
+ * and psql's Ctrl-C send it: a separate plain connection carrying the session's process id and secret key; the
+ * server takes it before any TLS or authentication). Harmless when the session is idle. Settles when the server
+ * closed that connection, or after two seconds.
+ */
+export async function cancelRunningQuery(client: Client, ep: { readonly host: string; readonly port: number }): Promise<void> {
+  const { processID, secretKey } = client as unknown as { processID?: number; secretKey?: number };
+  if (processID === undefined || processID === null || secretKey === undefined || secretKey === null) return;
+  await new Promise<void>((resolve) => {
+    const socket = netConnect({ host: ep.host, port: ep.port });
+    const done = () => { clearTimeout(timer); socket.destroy(); resolve(); };
+    const timer = setTimeout(done, 2000);
+    socket.on('connect', () => {
+      const packet = Buffer.alloc(16);
+      packet.writeInt32BE(16, 0);
+      packet.writeInt32BE(80877102, 4); // CancelRequest code
+      packet.writeInt32BE(processID, 8);
+      packet.writeInt32BE(secretKey, 12);
+      socket.write(packet);
+    });
+    socket.on('close', done);
+    socket.on('error', done);
+  });
 }
 
 /** Leaf tables, materialized views, sequences, and (to report them missing) views and partitioned tables. */

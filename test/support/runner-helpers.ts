@@ -93,6 +93,16 @@ export async function fingerprint(server: PgServer, database: string): Promise<D
   return { tables: out, sequences, matviews };
 }
 
+/**
+ * Materialized views and whether they are populated ("schema.name" → populated): what compare.ts's fingerprint
+ * does not show (it reads the populated ones like tables and leaves the others out).
+ */
+export async function matviewStates(server: PgServer, database: string): Promise<Record<string, boolean>> {
+  const mv = await server.query<{ s: string; n: string; p: boolean }>(
+    'SELECT schemaname AS s, matviewname AS n, ispopulated AS p FROM pg_matviews ORDER BY 1, 2', database);
+  return Object.fromEntries(mv.map((m) => [`${m.s}.${m.n}`, m.p]));
+}
+
 export async function databaseExists(server: PgServer, name: string): Promise<boolean> {
   const rows = await server.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_database WHERE datname = '${name.replace(/'/g, "''")}'`);
   return rows[0].n === 1;

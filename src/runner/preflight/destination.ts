@@ -65,7 +65,8 @@ export async function checkDestination(
       else if (!m.restore.clean) reportUnmarkable(r, state);
     }
     if (source) await checkRoles(client, r, source, m.restore);
-    await checkConnectionSlots(client, r, m.restore.jobs + 1, `restore.jobs ${m.restore.jobs} + 1`, { databaseLimits: true });
+    const need = destinationConnections(m);
+    await checkConnectionSlots(client, r, need.count, need.why, { databaseLimits: true });
     return { ...version, exists: true, willCreate: false };
   } finally {
     await endQuietly(client);
@@ -104,12 +105,21 @@ async function checkMissingDatabase(
     }
     // A database the user creates is owned by it, so only roles and the server-wide limits remain to check.
     if (source) await checkRoles(client, r, source, config.migration.restore);
-    const jobs = config.migration.restore.jobs;
-    await checkConnectionSlots(client, r, jobs + 1, `restore.jobs ${jobs} + 1`, { databaseLimits: false });
+    const need = destinationConnections(config.migration);
+    await checkConnectionSlots(client, r, need.count, need.why, { databaseLimits: false });
     return { ...version, exists: false, willCreate };
   } finally {
     await endQuietly(client);
   }
+}
+
+/**
+ * Sessions the migration opens on the destination at once. Dump mode: pg_restore's workers and leader. Stream
+ * mode: the copy.jobs COPY sessions stay open while pg_restore restores post-data with restore.jobs workers.
+ */
+function destinationConnections(m: RuntimeConfig['migration']): { count: number; why: string } {
+  if (m.mode === 'stream') return { count: m.copy.jobs + m.restore.jobs, why: `copy.jobs ${m.copy.jobs} + restore.jobs ${m.restore.jobs}` };
+  return { count: m.restore.jobs + 1, why: `restore.jobs ${m.restore.jobs} + 1` };
 }
 
 async function serverVersion(client: Client): Promise<{ version: number; versionText: string }> {

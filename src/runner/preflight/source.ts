@@ -57,10 +57,16 @@ export async function checkSource(db: RuntimeDatabase, config: RuntimeConfig, en
         `ALTER ROLE ${who} BYPASSRLS;`);
     }
 
-    const estimatedDumpBytes = await checkDiskSpace(r, sizeBytes, {
+    // Stream mode writes nothing to the dumps volume (only a schema-only archive to the tmp volume).
+    const estimatedDumpBytes = m.mode === 'stream' ? 0 : await checkDiskSpace(r, sizeBytes, {
       path: config.paths.dumps, limitBytes: config.storage.dumpsBytes, compression: m.dump.compression,
     });
-    await checkConnectionSlots(client, r, m.dump.jobs + 1, `dump.jobs ${m.dump.jobs} + 1`, { databaseLimits: true });
+    // Stream: copy.jobs readers, the snapshot session and pg_dump of the schema; dump: pg_dump's workers and leader.
+    if (m.mode === 'stream') {
+      await checkConnectionSlots(client, r, m.copy.jobs + 2, `copy.jobs ${m.copy.jobs} + 2`, { databaseLimits: true });
+    } else {
+      await checkConnectionSlots(client, r, m.dump.jobs + 1, `dump.jobs ${m.dump.jobs} + 1`, { databaseLimits: true });
+    }
     const roles = await objectRoles(client, schemas);
     return {
       version, versionText, sizeBytes, estimatedDumpBytes, schemas, roles,

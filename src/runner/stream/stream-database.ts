@@ -73,6 +73,8 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
   };
   const archive = join(config.paths.tmp, `stream-${db.name}-${process.pid}-${Date.now()}.schema.dump`);
   const clock = stopwatch();
+  let hook: Promise<void> | undefined;
+  let hookError: { err: unknown } | undefined;
 
   try {
     // pre-data
@@ -86,6 +88,16 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
     const catalog = await readSourceCatalog(snapshot.client, toc, { serverVersionNum: snapshot.serverVersionNum, dumpExtraArgs: m.dump.extraArgs });
     await snapshot.lockTables(catalog.tables, m.dump.lockWaitTimeoutSeconds);
     progress.tablesTotal = catalog.tables.length;
+    // The caller's work in the snapshot (e.g. source checksums) runs alongside the copy; the snapshot is held
+    // until it settles, and its failure stops the stream.
+    if (opts.onSnapshot) {
+      hook = opts.onSnapshot(snapshot.id, controller.signal);
+      hook.catch((err: unknown) => {
+        if (controller.signal.aborted) return; // stopped for another reason, which explains it better
+        hookError = { err };
+        controller.abort(err);
+      });
+    }
     log('info', `${catalog.tables.length} tables (${formatMiB(sum(catalog.tables.map((t) => t.bytes)))} on disk), ${catalog.sequences.length} sequences, ${catalog.largeObjectOids.length} large objects to copy`);
 
     const control = await track(openWriter(db.destination, sessionOpts));
@@ -127,6 +139,7 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
       }));
     // The readers' transactions and the snapshot are no longer needed: release the source (locks, xmin).
     await Promise.all(readers.map(async (r) => { await r.query('COMMIT'); await release(r); }));
+    if (hook) await hook;
     await snapshot.close();
     const copy = clock.lap();
 
@@ -153,11 +166,15 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
     if (!controller.signal.aborted) controller.abort(err);
     // A stop we caused explains the failure better than the broken sockets and killed tools it left behind.
     if (reason instanceof StreamAbortedError || reason instanceof StreamTimeoutError) throw reason;
+    // The snapshot hook's own failure, not the broken sockets it left behind.
+    if (hookError) throw hookError.err;
     throw err;
   } finally {
     opts.signal?.removeEventListener('abort', onCallerAbort);
     await Promise.all([...sessions].map(release));
     await snapshot?.destroy();
+    // Never leave the caller's snapshot work running (it was told to stop by the controller's signal).
+    if (hook) await hook.catch(() => undefined);
     await rm(archive, { force: true });
   }
 }

@@ -50,26 +50,34 @@ export function dbnameArg(database: string): string {
   return `--dbname=dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-/** pg_dump's schema sections in the snapshot, to `file` (custom format). */
-export async function dumpSchemaArchive(ctx: ToolContext, source: ResolvedEndpoint, snapshot: string, file: string): Promise<void> {
-  const d = ctx.config.migration.dump;
+/**
+ * pg_dump's arguments for the schema archive (also what the dry run prints). Throws StreamUnsupportedError
+ * when dump.extraArgs sets what the engine sets itself.
+ */
+export function schemaDumpArgs(config: RuntimeConfig, source: ResolvedEndpoint, snapshot: string, file: string): string[] {
+  const d = config.migration.dump;
   const bad = d.extraArgs.find((a) => CONFLICTING_DUMP_ARGS.test(a));
   if (bad) throw new StreamUnsupportedError(`dump.extraArgs has ${bad}, which stream mode sets itself: remove it or use mode: dump`);
+  return [
+    '--format=custom',
+    '--section=pre-data',
+    '--section=post-data',
+    `--snapshot=${snapshot}`,
+    `--lock-wait-timeout=${d.lockWaitTimeoutSeconds}s`,
+    `--file=${file}`,
+    '--no-password',
+    ...d.schemas.map((s) => `--schema=${s}`),
+    ...d.excludeSchemas.map((s) => `--exclude-schema=${s}`),
+    ...d.extraArgs,
+    dbnameArg(source.database),
+  ];
+}
+
+/** pg_dump's schema sections in the snapshot, to `file` (custom format). */
+export async function dumpSchemaArchive(ctx: ToolContext, source: ResolvedEndpoint, snapshot: string, file: string): Promise<void> {
   await runTool({
     cmd: toolPath('pg_dump', ctx.binDir),
-    args: [
-      '--format=custom',
-      '--section=pre-data',
-      '--section=post-data',
-      `--snapshot=${snapshot}`,
-      `--lock-wait-timeout=${d.lockWaitTimeoutSeconds}s`,
-      `--file=${file}`,
-      '--no-password',
-      ...d.schemas.map((s) => `--schema=${s}`),
-      ...d.excludeSchemas.map((s) => `--exclude-schema=${s}`),
-      ...d.extraArgs,
-      dbnameArg(source.database),
-    ],
+    args: schemaDumpArgs(ctx.config, source, snapshot, file),
     env: childEnv(ctx, source, true),
     signal: ctx.signal,
     timeoutMs: ctx.config.migration.timeouts.dump * 1000,
@@ -94,26 +102,33 @@ export async function listArchive(ctx: ToolContext, file: string): Promise<strin
   return lines;
 }
 
+/** pg_restore's arguments for one section of the archive (also what the dry run prints). */
+export function restoreSectionArgs(
+  config: RuntimeConfig, destination: ResolvedEndpoint, file: string, section: 'pre-data' | 'post-data',
+): string[] {
+  const r = config.migration.restore;
+  return [
+    `--section=${section}`,
+    '--exit-on-error',
+    '--no-password',
+    // Post-data items (index builds, constraint validation) run in parallel; pre-data is serial by nature.
+    ...(section === 'post-data' ? [`--jobs=${r.jobs}`] : []),
+    ...(r.noOwner ? ['--no-owner'] : []),
+    ...(r.noAcl ? ['--no-acl'] : []),
+    ...(r.clean && section === 'pre-data' ? ['--clean', '--if-exists'] : []),
+    ...r.extraArgs,
+    dbnameArg(destination.database),
+    file,
+  ];
+}
+
 /** Restores one section of the archive into the destination, stopping at the first error. */
 export async function restoreSection(
   ctx: ToolContext, destination: ResolvedEndpoint, file: string, section: 'pre-data' | 'post-data',
 ): Promise<void> {
-  const r = ctx.config.migration.restore;
   await runTool({
     cmd: toolPath('pg_restore', ctx.binDir),
-    args: [
-      `--section=${section}`,
-      '--exit-on-error',
-      '--no-password',
-      // Post-data items (index builds, constraint validation) run in parallel; pre-data is serial by nature.
-      ...(section === 'post-data' ? [`--jobs=${r.jobs}`] : []),
-      ...(r.noOwner ? ['--no-owner'] : []),
-      ...(r.noAcl ? ['--no-acl'] : []),
-      ...(r.clean && section === 'pre-data' ? ['--clean', '--if-exists'] : []),
-      ...r.extraArgs,
-      dbnameArg(destination.database),
-      file,
-    ],
+    args: restoreSectionArgs(ctx.config, destination, file, section),
     env: childEnv(ctx, destination, false),
     signal: ctx.signal,
     timeoutMs: ctx.config.migration.timeouts.restore * 1000,

@@ -24,6 +24,13 @@ export interface StreamOptions {
   readonly signal?: AbortSignal;
   readonly onProgress?: (p: StreamProgress) => void;
   readonly log?: (level: 'info' | 'warn', msg: string) => void;
+  /**
+   * Called once the source snapshot is exported and the copied tables are locked, with the snapshot id and a
+   * signal that fires when the stream stops. It runs alongside the copy (e.g. source checksums in another
+   * session that imports the snapshot); the snapshot is released only after its promise settles, and a
+   * rejection fails the stream.
+   */
+  readonly onSnapshot?: (snapshot: string, signal: AbortSignal) => Promise<void>;
 }
 
 export interface StreamResult {
