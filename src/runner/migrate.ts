@@ -38,6 +38,8 @@ import { streamDatabase, StreamTimeoutError, type StreamProgress, type StreamRes
 import { cancelRunningQuery, verifyDatabase } from './verify';
 import { exportSnapshot, releaseSnapshot, tableChecksums, withSnapshot, type TableChecksum } from './checksum';
 import type { DumpResult, PhaseRunOptions } from './dump';
+import { applyDatabaseSettings, readDatabaseSettings } from './database-settings';
+import { describeRoleResult, migrateRoles, planRoles } from './roles';
 
 export interface RunMigrationOptions {
   /** The environment holding the passwords (by the variable names the config gives). */
@@ -206,6 +208,7 @@ async function execute(plan: MigrationPlan, config: RuntimeConfig, options: RunM
   // 3. Dry run: show exactly what would run, and stop.
   if (plan.dryRun) {
     printDryRun(plan, facts, actions, logger);
+    if (config.migration.roles !== 'none') await printRolePlans(plan, config, env, logger);
     for (const db of plan.databases) record(db.name, { status: 'dry-run' });
     return;
   }
@@ -340,7 +343,21 @@ async function migrateDatabase(
     // so writes on the source after it are not reported as differences.
     let sourceChecksums: Map<string, TableChecksum> | undefined;
 
+    // migration.roles: the roles the database needs, created on the destination before anything is restored.
+    const migrateRolesStep = async () => {
+      if (m.roles === 'none') return;
+      const rolesLog = log.child({ phase: 'roles' });
+      const [res, rolesSeconds] = await timed('roles', () => withRetry(
+        () => migrateRoles(config, runtimeDb, env, { binDir: options.binDir ?? (env.PG_BIN || undefined), passwordVars, signal, timeoutMs: m.timeouts.dump * 1000 }),
+        { ...retry, phase: 'roles', logger: rolesLog, timeoutSetting: 'migration.timeouts.dump' },
+      ));
+      for (const line of describeRoleResult(res)) rolesLog[line.level](line.text);
+      record(db.name, { rolesCreated: res.created });
+      rolesLog.debug(`roles step took ${formatDuration(rolesSeconds)}`);
+    };
+
     if (m.mode === 'stream') {
+      await migrateRolesStep();
       // Stream: schema, COPY, post-data, sequences and ANALYZE source to destination; nothing on the dumps volume.
       const budgetSeconds = m.timeouts.dump + m.timeouts.restore;
       restoreLog.info(`streaming with ${m.copy.jobs} COPY worker${m.copy.jobs === 1 ? '' : 's'}; time limit ${formatDuration(budgetSeconds)} `
@@ -383,6 +400,7 @@ async function migrateDatabase(
       ));
       record(db.name, { dumpSeconds, dumpBytes: dump.bytes });
       log.child({ phase: 'dump' }).ok(`dumped ${formatBytes(dump.bytes)} in ${formatDuration(dumpSeconds)}`);
+      await migrateRolesStep();
 
       // Restore: the planned command first; a later one (or the first into a database an earlier attempt left
       // half-restored but did not create) with --clean --if-exists.
@@ -441,6 +459,10 @@ async function migrateDatabase(
       if (signal?.aborted) throw err;
       verifyLog.warn(`cannot mark database "${db.destination.database}" verified (${humanError(err instanceof PhaseError ? err.cause : err)}): a re-run will migrate it again`);
     });
+    // Database-level settings (ALTER DATABASE / ROLE IN DATABASE SET, grants on the database, owner) once the copy
+    // is verified and marked: the owner may change, after which the marker could no longer be written. The
+    // comment is never carried: it holds the marker.
+    if (m.roles !== 'none') await carryDatabaseSettings(db, runtimeDb, config, env, log.child({ phase: 'settings' }));
     record(db.name, { status: 'migrated', phase: undefined });
     log.ok('migrated');
   } catch (err) {
@@ -550,6 +572,38 @@ async function checksumsInSnapshot(
   }
 }
 
+/**
+ * Reads the source database's settings, grants and owner and applies them to the destination database
+ * (database-settings.ts). Never fails the database: it is migrated and verified already; what could not be
+ * applied is logged with the SQL for an administrator.
+ */
+async function carryDatabaseSettings(db: DatabasePlan, runtimeDb: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv, log: Logger): Promise<void> {
+  const m = config.migration;
+  const connectTimeoutSeconds = m.timeouts.connect;
+  try {
+    const src = await connect(runtimeDb.source, env, { readOnly: true, connectTimeoutSeconds });
+    let settings;
+    try {
+      settings = await readDatabaseSettings(src, runtimeDb.source.database);
+    } finally {
+      await src.end().catch(() => undefined);
+    }
+    const dst = await connect({ ...runtimeDb.destination, database: 'postgres' }, env, { readOnly: false, connectTimeoutSeconds })
+      .catch(() => connect(runtimeDb.destination, env, { readOnly: false, connectTimeoutSeconds }));
+    try {
+      const res = await applyDatabaseSettings(dst, db.destination.database, settings, { carryOwner: !m.restore.noOwner, carryComment: false });
+      for (const sql of res.applied) log.info(`applied: ${sql}`);
+      for (const w of res.warnings) log.warn(`${w.message}\n  fix: ${w.sql.replace(/\n/g, '\n  ')}`);
+      for (const d of res.deferred) log.warn(`${d.message}; after the migration: ${d.sql}`);
+      log.ok(`database settings: ${res.applied.length} applied, ${res.unchanged.length} already in place, ${res.warnings.length} not applied`);
+    } finally {
+      await dst.end().catch(() => undefined);
+    }
+  } catch (err) {
+    log.warn(`database settings (ALTER DATABASE/ROLE ... SET, grants, owner) not carried: ${humanError(err)}`);
+  }
+}
+
 /** The config with restore.clean on: a stream retry into a database this run did not create starts clean. */
 function withCleanRestore(config: RuntimeConfig): RuntimeConfig {
   const m = config.migration;
@@ -628,6 +682,22 @@ function logPlan(plan: MigrationPlan, logger: Logger): void {
   if (o.mode === 'stream') log.info(`mode stream: ${o.copy.jobs} COPY workers per database, nothing on the dumps volume`);
   for (const db of plan.databases) {
     for (const [what, cmd] of planCommands(db)) log.child({ database: db.name }).debug(`${what}: ${formatCommand(cmd)}`);
+  }
+}
+
+/** Dry run with migration.roles: the roles each database needs, and why. */
+async function printRolePlans(plan: MigrationPlan, config: RuntimeConfig, env: NodeJS.ProcessEnv, logger: Logger): Promise<void> {
+  for (const db of plan.databases) {
+    const l = logger.child({ phase: 'dry-run', database: db.name });
+    try {
+      const rp = await planRoles(config, config.databases.find((d) => d.name === db.name)!, env);
+      l.info(`roles (${rp.mode}): ${rp.roles.length} would be made sure to exist on the destination (existing ones left as is)`
+        + `${rp.roles.length ? `: ${rp.roles.map((r) => `${r.name} (${r.reasons.join(', ')}${r.memberOf ? ` of ${r.memberOf.join(', ')}` : ''})`).join('; ')}` : ''}`);
+      for (const x of rp.excluded) l.info(`role ${x.name} left out: ${x.reason}`);
+      l.info('then, after verification: the database\'s settings, grants and owner (never its comment)');
+    } catch (err) {
+      l.warn(`cannot plan the roles: ${humanError(err)}`);
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
 import { readDestinationState, type DestinationState } from '../marker';
+import { rolesToCreate } from '../roles';
 import { quoteIdent } from '../sql';
 import { checkConnectionSlots } from './capacity';
 import { listSchemas, listUserObjects, type UserObject } from './catalog';
@@ -164,19 +165,37 @@ function reportNonEmpty(r: Reporter, objects: UserObject[], state: DestinationSt
         + 'interrupted attempt of this migration filled it, that cannot be recognized: drop and re-create it empty, or set restore.clean: true)'));
 }
 
-/** Roles the restore names must exist: owners unless restore.noOwner, grantees unless restore.noAcl. */
+/**
+ * Roles the restore names must exist: owners unless restore.noOwner, grantees unless restore.noAcl. With
+ * migration.roles, the roles its step will create before the restore count as present (and, for owner roles
+ * unless noOwner, the user becomes a member of them) when the destination user may create roles; when it may
+ * not, the problems stay and their fix includes granting CREATEROLE.
+ */
 async function checkRoles(client: Client, r: Reporter, source: SourceFacts, restore: RuntimeConfig['migration']['restore']): Promise<void> {
   const wanted = [...new Set([...(restore.noOwner ? [] : source.roles.owners), ...(restore.noAcl ? [] : source.roles.grantees)])];
   if (wanted.length === 0) return;
   const res = await client.query<{ rolname: string; member: boolean }>(
     `SELECT rolname, pg_has_role(current_user, oid, 'USAGE') AS member FROM pg_roles WHERE rolname = ANY($1::text[])`, [wanted]);
   const present = new Map(res.rows.map((x) => [x.rolname, x.member]));
-  const createRoles = (roles: string[]) => roles.map((x) => `CREATE ROLE ${quoteIdent(x)};`).join('\n');
+  let roleStepFix: string | undefined;
+  if (source.rolePlan && source.rolePlan.roles.length > 0) {
+    const outlook = await rolesToCreate(client, source.rolePlan);
+    if (outlook.canCreate) {
+      const owners = new Set(source.rolePlan.roles.filter((x) => x.reasons.includes('owner') || x.reasons.includes('database-owner')).map((x) => x.name));
+      // The role step creates these and (unless noOwner) makes the user a member of the owner roles it creates.
+      for (const name of outlook.create) present.set(name, outlook.superuser || (!restore.noOwner && owners.has(name)));
+    } else {
+      roleStepFix = `${outlook.fix} -- lets migration.roles (${source.rolePlan.mode}) create the missing roles`;
+    }
+  }
+  const createRoles = (roles: string[]) => [...(roleStepFix ? [roleStepFix] : []), ...roles.map((x) => `CREATE ROLE ${quoteIdent(x)};`)].join('\n');
   if (!restore.noOwner) {
     const missing = source.roles.owners.filter((x) => !present.has(x));
     if (missing.length > 0) {
       r.error('owner-roles', `${plural(missing.length, 'role')} owning objects in the source ${missing.length === 1 ? 'is' : 'are'} missing: `
-        + `${capList(missing.map(quoteIdent))} (restore.noOwner is false, so pg_restore sets owners)`, createRoles(missing));
+        + `${capList(missing.map(quoteIdent))} (restore.noOwner is false, so pg_restore sets owners)`
+        + `${roleStepFix ? `; migration.roles cannot create ${missing.length === 1 ? 'it' : 'them'}: user ${quoteIdent(r.ep.username)} has neither SUPERUSER nor CREATEROLE` : ''}`,
+      createRoles(missing));
     }
     const who = quoteIdent(r.ep.username);
     const notMember = source.roles.owners.filter((x) => present.has(x) && !present.get(x) && x !== r.ep.username);

@@ -5,6 +5,7 @@ import { displayName, qualifiedName, quoteIdent } from '../sql';
 import { checkConnectionSlots, checkDiskSpace } from './capacity';
 import { listRelations, listSchemas, objectRoles, type ObjectRoles, type RelationInfo } from './catalog';
 import { capList, connectOrReport, endQuietly, plural, Reporter } from './reporter';
+import { planRolesFrom, type RolePlan } from '../roles/plan';
 
 export interface SourceFacts {
   readonly version: number;
@@ -15,6 +16,8 @@ export interface SourceFacts {
   /** Schemas the dump covers. */
   readonly schemas: string[];
   readonly roles: ObjectRoles;
+  /** migration.roles other than none: the roles the role step will make sure exist on the destination. */
+  readonly rolePlan?: RolePlan;
 }
 
 /** Most objects named in one message; the rest are counted. */
@@ -68,8 +71,9 @@ export async function checkSource(db: RuntimeDatabase, config: RuntimeConfig, en
       await checkConnectionSlots(client, r, m.dump.jobs + 1, `dump.jobs ${m.dump.jobs} + 1`, { databaseLimits: true });
     }
     const roles = await objectRoles(client, schemas);
+    const rolePlan = m.roles === 'none' ? undefined : await planRolesFrom(client, m.roles, m.dump);
     return {
-      version, versionText, sizeBytes, estimatedDumpBytes, schemas, roles,
+      version, versionText, sizeBytes, estimatedDumpBytes, schemas, roles, ...(rolePlan ? { rolePlan } : {}),
       tables: relations.filter((x) => x.kind === 'r').length,
     };
   } finally {

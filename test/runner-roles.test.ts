@@ -1,0 +1,166 @@
+/**
+ * migration.roles through runMigration on real PostgreSQL 15 servers: a database whose objects are owned by
+ * several roles, with grants, default privileges, RLS policies naming roles and per-database role settings,
+ * migrated with roles: referenced and owners and privileges kept (restore.noOwner/noAcl false) into a server
+ * that has none of those roles. The runner's inventory verification compares owners, privileges and policies;
+ * the database-level settings are compared here from the catalogs.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseMarker } from '../src/runner/marker';
+import { runMigration } from '../src/runner/migrate';
+import { fingerprint } from './support/compare';
+import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
+import { captureOutput } from './support/runner-helpers';
+import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
+
+const DB = 'shop';
+const APP_PW = 'app-secret-pw-4711';
+const ANALYST_PW = 'analyst-secret-pw-0815';
+const READER_PW = 'src-reader-pw-1234';
+
+const SOURCE_SQL = `
+  CREATE ROLE app_owner NOLOGIN;
+  CREATE ROLE auditor NOLOGIN;
+  CREATE ROLE app_reader NOLOGIN;
+  CREATE ROLE app_writer NOLOGIN IN ROLE app_reader;
+  CREATE ROLE app_group NOLOGIN;
+  CREATE ROLE app LOGIN PASSWORD '${APP_PW}' CONNECTION LIMIT 7 VALID UNTIL '2031-01-01 00:00:00+00' IN ROLE app_writer;
+  GRANT app_group TO app WITH ADMIN OPTION;
+  ALTER ROLE app SET statement_timeout = '30s';
+  COMMENT ON ROLE app IS E'the shop''s application;\\n-- logs in';
+  CREATE ROLE analyst LOGIN PASSWORD '${ANALYST_PW}';
+  CREATE ROLE tenant_admin NOLOGIN BYPASSRLS REPLICATION CREATEDB;
+  CREATE ROLE "Mixed Case; ro""le" NOLOGIN;
+  CREATE ROLE settings_only NOLOGIN;
+  CREATE ROLE unrelated NOLOGIN;
+  CREATE ROLE src_reader LOGIN PASSWORD '${READER_PW}';
+`;
+
+const DATABASE_SQL = `
+  REVOKE ALL ON SCHEMA public FROM PUBLIC;
+  CREATE SCHEMA app AUTHORIZATION app_owner;
+  CREATE SCHEMA audit AUTHORIZATION auditor;
+  SET ROLE app_owner;
+  CREATE TYPE app.mood AS ENUM ('happy', 'sad');
+  CREATE TABLE app.accounts (id int PRIMARY KEY, tenant text NOT NULL, balance numeric NOT NULL DEFAULT 0, mood app.mood);
+  INSERT INTO app.accounts SELECT g, 'tenant' || (g % 3), g * 10 FROM generate_series(1, 50) g;
+  CREATE SEQUENCE app.ticket_seq;
+  CREATE FUNCTION app.balance_of(int) RETURNS numeric LANGUAGE sql STABLE AS 'SELECT balance FROM app.accounts WHERE id = $1';
+  REVOKE ALL ON FUNCTION app.balance_of(int) FROM PUBLIC;
+  GRANT EXECUTE ON FUNCTION app.balance_of(int) TO app;
+  GRANT USAGE ON SCHEMA app TO app_reader;
+  GRANT SELECT ON app.accounts TO app_reader;
+  GRANT INSERT, UPDATE ON app.accounts TO app_writer;
+  GRANT SELECT (id) ON app.accounts TO "Mixed Case; ro""le";
+  GRANT USAGE ON SEQUENCE app.ticket_seq TO app_writer;
+  REVOKE ALL ON TYPE app.mood FROM PUBLIC;
+  GRANT USAGE ON TYPE app.mood TO app_reader;
+  ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO app_reader;
+  ALTER TABLE app.accounts ENABLE ROW LEVEL SECURITY;
+  CREATE POLICY tenant_read ON app.accounts FOR SELECT TO analyst, app_reader USING (tenant = current_user);
+  CREATE POLICY writer_all ON app.accounts TO app_writer USING (true) WITH CHECK (balance >= 0);
+  RESET ROLE;
+  SET ROLE auditor;
+  CREATE TABLE audit.log (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT '2024-01-01', what text);
+  INSERT INTO audit.log (what) VALUES ('created'), ('paid');
+  GRANT SELECT ON audit.log TO tenant_admin;
+  RESET ROLE;
+`;
+
+const DB_LEVEL_SQL = `
+  ALTER DATABASE ${DB} SET work_mem = '8MB';
+  ALTER DATABASE ${DB} SET search_path = app, "$user", public;
+  ALTER ROLE app IN DATABASE ${DB} SET search_path = app, public;
+  ALTER ROLE settings_only IN DATABASE ${DB} SET work_mem = '16MB';
+  REVOKE CONNECT ON DATABASE ${DB} FROM PUBLIC;
+  GRANT CONNECT ON DATABASE ${DB} TO app, src_reader;
+  COMMENT ON DATABASE ${DB} IS 'the shop';
+`;
+
+let source: PgServer;
+let destination: PgServer;
+const configs: TestRuntimeConfig[] = [];
+
+beforeAll(async () => {
+  [source, destination] = await Promise.all([startPgServer({ name: 'rr-src' }), startPgServer({ name: 'rr-dst' })]);
+  await source.query(SOURCE_SQL);
+  await source.query(`CREATE DATABASE ${DB} OWNER app_owner`);
+  await source.query(DATABASE_SQL, DB);
+  await source.query(DB_LEVEL_SQL);
+});
+
+afterAll(async () => {
+  for (const c of configs) c.cleanup();
+  await Promise.all([source?.destroy(), destination?.destroy()]);
+});
+
+/** Per-database settings by role name (null: ALTER DATABASE SET), as stored. */
+async function dbSettings(server: PgServer, database: string) {
+  return server.query<{ role: string | null; setconfig: string[] }>(`
+    SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE r.rolname END AS role, s.setconfig
+    FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase LEFT JOIN pg_roles r ON r.oid = s.setrole
+    WHERE d.datname = '${database}' ORDER BY 1 NULLS FIRST`);
+}
+
+async function dbFacts(server: PgServer, database: string) {
+  const [row] = await server.query<{ owner: string; acl: string; comment: string | null }>(`
+    SELECT pg_get_userbyid(datdba) AS owner, datacl::text AS acl, shobj_description(oid, 'pg_database') AS comment
+    FROM pg_database WHERE datname = '${database}'`);
+  return row;
+}
+
+describe('runMigration, migration.roles: referenced', () => {
+  it('dry run names the roles the database needs, with why, and creates none', async () => {
+    const t = makeRuntimeConfig({
+      source, destination, databases: [{ name: 'shop', source: { database: DB }, destination: { database: DB } }],
+      migration: { dryRun: true, roles: 'referenced', restore: { noOwner: false, noAcl: false } },
+    });
+    configs.push(t);
+    const out = captureOutput();
+    const summary = await runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream });
+    // pre-flight counts the roles the step will create as present (the destination user is a superuser)
+    expect(summary.ok).toBe(true);
+    expect(out.text()).toMatch(/\[dry-run\] roles \(referenced\): 11 would be made sure to exist .*app_owner \(database-owner, owner\).*tenant_admin \(grantee\)/);
+    expect(await destination.query("SELECT rolname FROM pg_roles WHERE rolname IN ('app_owner', 'app', 'analyst')")).toEqual([]);
+  });
+
+  it('creates the roles, restores owners, grants, default privileges and policies, then carries the database settings', async () => {
+    const t = makeRuntimeConfig({
+      source, destination, databases: [{ name: 'shop', source: { database: DB }, destination: { database: DB } }],
+      migration: { roles: 'referenced', restore: { noOwner: false, noAcl: false }, verify: 'counts' },
+    });
+    configs.push(t);
+    const out = captureOutput();
+    const summary = await runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream });
+
+    // then the run succeeds, and the runner's inventory verification (owners, privileges, policies) found nothing
+    expect(summary.databases[0].differences).toBeUndefined();
+    expect(summary.ok).toBe(true);
+    expect(summary.databases[0].rolesCreated).toEqual(expect.arrayContaining(['app_owner', 'auditor', 'app', 'analyst', 'Mixed Case; ro"le']));
+    expect(summary.databases[0].objectsVerified).toBeGreaterThan(10);
+    const text = out.text();
+    expect(text).toMatch(/\[shop\] \[roles\] roles \(referenced\): 11 planned, 11 created, 0 existing/);
+    expect(text).not.toContain(APP_PW);
+    expect(text).not.toContain(ANALYST_PW);
+    // the data matches
+    const [a, b] = await Promise.all([fingerprint(source, DB), fingerprint(destination, DB)]);
+    expect(b.tables).toEqual(a.tables);
+    // owners, grants, default privileges and policies, read from the catalogs
+    const catalog = `
+      SELECT 'rel ' || c.oid::regclass::text || ' ' || pg_get_userbyid(c.relowner) || ' ' || coalesce(c.relacl::text, '') AS x
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('app', 'audit')
+      UNION ALL SELECT 'nsp ' || nspname || ' ' || pg_get_userbyid(nspowner) || ' ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname IN ('app', 'audit', 'public')
+      UNION ALL SELECT 'defacl ' || pg_get_userbyid(defaclrole) || ' ' || defaclacl::text FROM pg_default_acl
+      UNION ALL SELECT 'policy ' || polname || ' ' || array(SELECT rolname FROM pg_roles WHERE oid = ANY(polroles) ORDER BY 1)::text FROM pg_policy
+      UNION ALL SELECT 'col ' || attname || ' ' || attacl::text FROM pg_attribute WHERE attacl IS NOT NULL
+      ORDER BY 1`;
+    expect(await destination.query(catalog, DB)).toEqual(await source.query(catalog, DB));
+    // the database's settings, role settings, grants and owner arrived; its comment still holds the marker
+    expect(await dbSettings(destination, DB)).toEqual(await dbSettings(source, DB));
+    const [sf, df] = await Promise.all([dbFacts(source, DB), dbFacts(destination, DB)]);
+    expect(df.owner).toBe('app_owner');
+    expect(df.acl).toBe(sf.acl);
+    expect(parseMarker(df.comment)).toMatchObject({ state: 'verified' });
+    expect(text).toMatch(/\[settings\] the comment of database .*was not carried/);
+  });
+});
