@@ -12,8 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../src/runner/migrate';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import {
-  buildRunnerBundle, captureOutput, createAppRoles, createRealisticDatabase, fingerprint, processesMatching,
+  buildRunnerBundle, captureOutput, createAppRoles, createRealisticDatabase, processesMatching,
 } from './support/runner-helpers';
+import { fingerprint } from './support/compare';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
 
 let source: PgServer;

@@ -1,11 +1,11 @@
 /**
- * Helpers for the runner tests: capture the runner's output, load the realistic schema, and compare two
- * databases table by table (content digests) and sequence by sequence, independently of the runner's own
- * verification.
+ * Helpers for the runner tests: capture the runner's output, load the realistic schema, the state of
+ * materialized views (the data itself is compared with compare.ts's fingerprint), the runner bundle.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { bundleRunner } from '../../src/chart/runner-bundle';
 import type { PgServer } from './pg-server';
 
 export const REALISTIC_SCHEMA = join(__dirname, 'realistic-schema.sql');
@@ -57,42 +57,6 @@ export async function createRealisticDatabase(server: PgServer, name: string, ex
   if (extraSql) await server.query(extraSql, name);
 }
 
-export interface DatabaseFingerprint {
-  /** "schema.table" → "rows:md5" for every ordinary table and leaf partition. */
-  readonly tables: Record<string, string>;
-  /** "schema.sequence" → "last_value/is_called". */
-  readonly sequences: Record<string, string>;
-  /** Materialized views: "schema.name" → populated? */
-  readonly matviews: Record<string, boolean>;
-}
-
-/** Content digest of every table (rows sorted by their text form), every sequence's state, matview state. */
-export async function fingerprint(server: PgServer, database: string): Promise<DatabaseFingerprint> {
-  const tables = await server.query<{ s: string; t: string }>(`
-    SELECT n.nspname AS s, c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-    ORDER BY 1, 2`, database);
-  const out: Record<string, string> = {};
-  for (const { s, t } of tables) {
-    const q = `"${s.replace(/"/g, '""')}"."${t.replace(/"/g, '""')}"`;
-    const [row] = await server.query<{ n: string; d: string | null }>(
-      `SELECT count(*)::text AS n, md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) AS d FROM ${q} x`, database);
-    out[`${s}.${t}`] = `${row.n}:${row.d}`;
-  }
-  const seqs = await server.query<{ s: string; n: string }>(`
-    SELECT schemaname AS s, sequencename AS n FROM pg_sequences ORDER BY 1, 2`, database);
-  const sequences: Record<string, string> = {};
-  for (const { s, n } of seqs) {
-    const [row] = await server.query<{ v: string; c: boolean }>(
-      `SELECT last_value::text AS v, is_called AS c FROM "${s.replace(/"/g, '""')}"."${n.replace(/"/g, '""')}"`, database);
-    sequences[`${s}.${n}`] = `${row.v}/${row.c}`;
-  }
-  const mv = await server.query<{ s: string; n: string; p: boolean }>(
-    'SELECT schemaname AS s, matviewname AS n, ispopulated AS p FROM pg_matviews ORDER BY 1, 2', database);
-  const matviews = Object.fromEntries(mv.map((m) => [`${m.s}.${m.n}`, m.p]));
-  return { tables: out, sequences, matviews };
-}
-
 /**
  * Materialized views and whether they are populated ("schema.name" → populated): what compare.ts's fingerprint
  * does not show (it reads the populated ones like tables and leaves the others out).
@@ -127,14 +91,9 @@ export function readIfExists(file: string): string {
   return existsSync(file) ? readFileSync(file, 'utf8') : '';
 }
 
-/** Bundles src/runner/main.ts the way the chart does (one CommonJS file, pg-native left out) into `outDir`. */
+/** Writes the runner bundle the chart ships (src/chart/runner-bundle.ts bundleRunner) to `<outDir>/runner.js`. */
 export function buildRunnerBundle(outDir: string): string {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { buildSync } = require('esbuild') as typeof import('esbuild');
   const outfile = join(outDir, 'runner.js');
-  buildSync({
-    entryPoints: [join(__dirname, '..', '..', 'src', 'runner', 'main.ts')],
-    bundle: true, platform: 'node', target: 'node20', format: 'cjs', outfile, logLevel: 'silent', external: ['pg-native'],
-  });
+  writeFileSync(outfile, bundleRunner().code);
   return outfile;
 }
