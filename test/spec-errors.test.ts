@@ -81,4 +81,14 @@ describe('invalid specs', () => {
     expect(res.code).toBe(2);
     expect(res.stderr).toContain("Unknown option '--sepc'");
   });
+
+  it('fails migrate without a usable secrets file, from the real command, with exit 2 and a sentence', () => {
+    const example = join(__dirname, '..', 'migration.yaml');
+    const missing = runCliProcess(['migrate', '--spec', example, '--secrets', '/nonexistent/secrets.yaml']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('/nonexistent/secrets.yaml: cannot read the secrets file (ENOENT)');
+    const none = runCliProcess(['migrate', '--spec', example]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('migrate needs --secrets FILE');
+  });
 });

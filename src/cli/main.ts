@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { CliError, EXIT, processIo, type Io } from './context';
 import { imagesCommand } from './images';
+import { migrateCommand } from './migrate';
 import { synthCommand } from './synth';
 import { validateCommand } from './validate';
 
@@ -41,7 +42,6 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       case 'images':
         return imagesCommand({ spec }, io);
       case 'migrate': {
-        const { migrateCommand } = await import('./migrate');
         return await migrateCommand({
           spec,
           secrets: values.secrets,
