@@ -461,8 +461,9 @@ async function migrateDatabase(
     });
     // Database-level settings (ALTER DATABASE / ROLE IN DATABASE SET, grants on the database, owner) once the copy
     // is verified and marked: the owner may change, after which the marker could no longer be written. The
-    // comment is never carried: it holds the marker.
-    if (m.roles !== 'none') await carryDatabaseSettings(db, runtimeDb, config, env, log.child({ phase: 'settings' }));
+    // comment is never carried: it holds the marker. Whatever the destination user may not do (or what names a
+    // role that does not exist there, with roles: none) is logged with its SQL; it never fails the database.
+    await carryDatabaseSettings(db, runtimeDb, config, env, log.child({ phase: 'settings' }));
     record(db.name, { status: 'migrated', phase: undefined });
     log.ok('migrated');
   } catch (err) {
