@@ -9,7 +9,7 @@ import { runMigration } from '../src/runner/migrate';
 import { verifyDatabase } from '../src/runner/verify';
 import { fingerprint } from './support/compare';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
-import { captureOutput, createAppRoles, createRealisticDatabase } from './support/runner-helpers';
+import { captureOutput, createAppRoles, createRealisticDatabase, superuserSession, waitForLockWait } from './support/runner-helpers';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
 
 let source: PgServer;
@@ -28,24 +28,8 @@ afterAll(async () => {
   await Promise.all([source?.destroy(), destination?.destroy()]);
 });
 
-async function sessionOn(server: PgServer, database: string): Promise<Client> {
-  const c = new Client({ host: server.host, port: server.port, user: server.superuser, password: server.superPassword, database });
-  c.on('error', () => undefined);
-  await c.connect();
-  clients.push(c);
-  return c;
-}
+const sessionOn = (server: PgServer, database: string) => superuserSession(server, database, clients);
 
-async function waitForLockWait(server: PgServer, timeoutMs = 60_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    const [row] = await server.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'db-migration%' AND wait_event_type = 'Lock'");
-    if (row.n > 0) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('no runner session waited for a lock');
-}
 
 describe.each(['dump', 'stream'] as const)('runMigration, mode %s, verify: checksums', (mode) => {
   it('checksums the source in the copy\'s snapshot: rows updated and inserted on the source meanwhile are no difference', async () => {
@@ -62,7 +46,7 @@ describe.each(['dump', 'stream'] as const)('runMigration, mode %s, verify: check
     await blocker.query('BEGIN; LOCK TABLE inventory.products IN ACCESS EXCLUSIVE MODE');
     const out = captureOutput();
     const run = runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream });
-    await waitForLockWait(source);
+    await waitForLockWait(source, 'db-migration%');
 
     // when the source is written to (rows updated, a row inserted with its own id: no sequence moves), then released
     const writer = await sessionOn(source, db);

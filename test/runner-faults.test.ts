@@ -11,9 +11,7 @@ import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../src/runner/migrate';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
-import {
-  buildRunnerBundle, captureOutput, createAppRoles, createRealisticDatabase, processesMatching,
-} from './support/runner-helpers';
+import { buildRunnerBundle, captureOutput, createAppRoles, createRealisticDatabase, processesMatching, superuserSession, waitForLockWait } from './support/runner-helpers';
 import { fingerprint } from './support/compare';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
 
@@ -36,25 +34,8 @@ afterAll(async () => {
   await Promise.all([source?.destroy(), destination?.destroy()]);
 });
 
-async function sessionOn(server: PgServer, database: string): Promise<Client> {
-  const c = new Client({ host: server.host, port: server.port, user: server.superuser, password: server.superPassword, database });
-  c.on('error', () => undefined);
-  await c.connect();
-  clients.push(c);
-  return c;
-}
+const sessionOn = (server: PgServer, database: string) => superuserSession(server, database, clients);
 
-/** Waits until a runner session on `server` waits for a lock. */
-async function waitForLockWait(server: PgServer, timeoutMs = 30_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    const [row] = await server.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-migration' AND wait_event_type = 'Lock'");
-    if (row.n > 0) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('no runner session waited for a lock');
-}
 
 describe('runner faults', () => {
   it('fails the dump with a timeout when a lock holds pg_dump, without retrying and without leftovers', async () => {

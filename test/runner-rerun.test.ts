@@ -18,9 +18,7 @@ import { decideResume, parseMarker, type DestinationState, type MigrationMarker,
 import { runMigration } from '../src/runner/migrate';
 import { fingerprint as sourceDigest, type DatabaseFingerprint } from './support/compare';
 import { freePort, PG_BIN, startPgServer, type PgServer } from './support/pg-server';
-import {
-  buildRunnerBundle, captureOutput, createAppRoles, createRealisticDatabase, databaseExists, processesMatching,
-} from './support/runner-helpers';
+import { buildRunnerBundle, captureOutput, createAppRoles, createRealisticDatabase, databaseExists, processesMatching, superuserSession, waitForLockWait } from './support/runner-helpers';
 import { makeRuntimeConfig, type MakeRuntimeConfigOptions, type TestDatabase, type TestRuntimeConfig } from './support/runtime-config';
 
 let source: PgServer;
@@ -63,25 +61,8 @@ function config(databases: TestDatabase[], more: Partial<MakeRuntimeConfigOption
   return t;
 }
 
-async function sessionOn(server: PgServer, database: string): Promise<Client> {
-  const c = new Client({ host: server.host, port: server.port, user: server.superuser, password: server.superPassword, database });
-  c.on('error', () => undefined);
-  await c.connect();
-  clients.push(c);
-  return c;
-}
+const sessionOn = (server: PgServer, database: string) => superuserSession(server, database, clients);
 
-/** Waits until a session of `application` on `server` waits for a lock. */
-async function waitForLockWait(server: PgServer, application = 'db-migration', timeoutMs = 60_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    const [row] = await server.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = '${application}' AND wait_event_type = 'Lock'`);
-    if (row.n > 0) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`no ${application} session waited for a lock`);
-}
 
 async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
   const end = Date.now() + timeoutMs;

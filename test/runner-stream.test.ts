@@ -11,7 +11,7 @@ import { runMigration } from '../src/runner/migrate';
 import { directorySize } from '../src/runner/progress';
 import { fingerprint } from './support/compare';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
-import { captureOutput, createAppRoles, createRealisticDatabase, databaseExists, matviewStates } from './support/runner-helpers';
+import { captureOutput, createAppRoles, createRealisticDatabase, databaseExists, matviewStates, superuserSession, waitForLockWait } from './support/runner-helpers';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
 
 let source: PgServer;
@@ -36,24 +36,8 @@ function track(c: TestRuntimeConfig): TestRuntimeConfig {
   return c;
 }
 
-async function sessionOn(server: PgServer, database: string): Promise<Client> {
-  const c = new Client({ host: server.host, port: server.port, user: server.superuser, password: server.superPassword, database });
-  c.on('error', () => undefined);
-  await c.connect();
-  clients.push(c);
-  return c;
-}
+const sessionOn = (server: PgServer, database: string) => superuserSession(server, database, clients);
 
-async function waitForLockWait(server: PgServer, timeoutMs = 60_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    const [row] = await server.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-migration' AND wait_event_type = 'Lock'");
-    if (row.n > 0) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('no runner session waited for a lock');
-}
 
 async function expectSameData(srcDb: string, dstDb: string): Promise<void> {
   const [a, b] = await Promise.all([fingerprint(source, srcDb), fingerprint(destination, dstDb)]);

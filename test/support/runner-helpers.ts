@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { bundleRunner } from '../../src/chart/runner-bundle';
+import { Client } from 'pg';
 import type { PgServer } from './pg-server';
 
 export const REALISTIC_SCHEMA = join(__dirname, 'realistic-schema.sql');
@@ -97,3 +98,25 @@ export function buildRunnerBundle(outDir: string): string {
   writeFileSync(outfile, bundleRunner().code);
   return outfile;
 }
+
+/** A superuser session on `database`, put in `track` so the test can end it (errors after a server stop are ignored). */
+export async function superuserSession(server: PgServer, database: string, track: Client[]): Promise<Client> {
+  const c = new Client({ host: server.host, port: server.port, user: server.superuser, password: server.superPassword, database });
+  c.on('error', () => undefined);
+  await c.connect();
+  track.push(c);
+  return c;
+}
+
+/** Waits until a session whose application_name is LIKE `application` waits for a lock on `server`. */
+export async function waitForLockWait(server: PgServer, application = 'db-migration', timeoutMs = 60_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    const [row] = await server.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE '${application.replace(/'/g, "''")}' AND wait_event_type = 'Lock'`);
+    if (row.n > 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no ${application} session waited for a lock`);
+}
+
