@@ -5,8 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { directorySize } from '../src/runner/progress';
 
 /** Process groups currently running, so a signal handler can stop them all. */
 export const runningGroups = new Set<number>();
@@ -193,25 +192,8 @@ export function runnerNodeProcess(mem: TreeMemory | undefined, script: string): 
   return nodes.sort((a, b) => b.peakKiB - a.peakKiB)[0];
 }
 
-/** Apparent size in bytes of every file under a directory (0 when it does not exist). */
-export async function dirBytes(dir: string): Promise<number> {
-  let total = 0;
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch {
-    return 0;
-  }
-  for (const e of entries) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) {
-      total += await dirBytes(p);
-    } else {
-      try { total += (await lstat(p)).size; } catch { /* removed meanwhile */ }
-    }
-  }
-  return total;
-}
+/** Size in bytes of the files under a directory (0 when it does not exist): the runner's own measure. */
+export const dirBytes = directorySize;
 
 /** Polls a directory's size every intervalMs (skipping a tick while a walk is still running); keeps the peak. */
 export class DirPeak {
