@@ -110,6 +110,35 @@ async function connectWith(config: ClientConfig): Promise<Client> {
   }
 }
 
+/** The SQLSTATE of a server error, if it is one. */
+export function sqlstate(err: unknown): string | undefined {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** The databases worth trying when one is missing or forbidden: the server's maintenance databases. */
+export const MAINTENANCE_DATABASES = ['postgres', 'template1'] as const;
+
+/**
+ * A session on the server of `ep`, in the first of `databases` that exists and may be connected to (for work
+ * on a database that may not exist yet). Any other failure is thrown at once.
+ */
+export async function connectFirstAvailable(
+  ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, databases: readonly string[], opts: ConnectionOptionsInput,
+): Promise<Client> {
+  let last: unknown;
+  for (const database of databases) {
+    try {
+      return await connect({ ...ep, database }, env, opts);
+    } catch (err) {
+      last = err;
+      // Only a missing or forbidden database is worth trying the next one for.
+      if (!['3D000', '28000', '42501'].includes(sqlstate(err) ?? '')) throw err;
+    }
+  }
+  throw last;
+}
+
 /**
  * Environment for pg_dump, pg_restore and psql. Merge it over the process environment; the password travels
  * in PGPASSWORD, never in arguments. PGSSLMODE is libpq's own, so `prefer` and `allow` behave exactly as

@@ -9,7 +9,7 @@
  */
 import type { Client } from 'pg';
 import type { ResolvedEndpoint } from '../spec/runtime-config';
-import { connect } from './connection';
+import { connect, connectFirstAvailable, MAINTENANCE_DATABASES, sqlstate } from './connection';
 import { runTool, withDeadline } from './exec';
 import type { Logger } from './log';
 import type { PhaseRunOptions } from './dump';
@@ -18,7 +18,6 @@ import { readDestinationState, writeMarker, type MigrationMarker } from './marke
 import { countTocEntries, RestoreProgress, startRestoreProgress } from './progress';
 
 /** Maintenance databases tried, in order, for CREATE / DROP DATABASE. */
-const MAINTENANCE_DATABASES = ['postgres', 'template1'];
 
 export interface DestinationOptions {
   readonly env: NodeJS.ProcessEnv;
@@ -29,23 +28,8 @@ export interface DestinationOptions {
   readonly timeoutMs?: number;
 }
 
-function sqlstate(err: unknown): string | undefined {
-  const code = (err as { code?: unknown })?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
-async function connectMaintenance(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, connectTimeoutSeconds: number): Promise<Client> {
-  let last: unknown;
-  for (const database of MAINTENANCE_DATABASES) {
-    try {
-      return await connect({ ...ep, database }, env, { readOnly: false, connectTimeoutSeconds });
-    } catch (err) {
-      last = err;
-      // Only a missing or forbidden maintenance database is worth trying the next one for.
-      if (!['3D000', '28000', '42501'].includes(sqlstate(err) ?? '')) throw err;
-    }
-  }
-  throw last;
+function connectMaintenance(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, connectTimeoutSeconds: number): Promise<Client> {
+  return connectFirstAvailable(ep, env, MAINTENANCE_DATABASES, { readOnly: false, connectTimeoutSeconds });
 }
 
 async function closeOnAbort<T>(client: Client, signal: AbortSignal, work: () => Promise<T>): Promise<T> {

@@ -10,7 +10,7 @@
  */
 import type { Client } from 'pg';
 import type { ResolvedEndpoint, RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
-import { connect } from './connection';
+import { connect, connectFirstAvailable, MAINTENANCE_DATABASES, sqlstate } from './connection';
 import { statementError } from './database-settings';
 import { classifyError } from './errors';
 import {
@@ -363,23 +363,10 @@ export function describeRoleResult(r: RoleMigrationResult): Array<{ level: 'info
 }
 
 /** A session on the destination server: its database, else a maintenance database (the database may not exist yet). */
-async function connectAnyDatabase(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, connectTimeoutSeconds: number): Promise<Client> {
-  let last: unknown;
-  for (const database of [ep.database, 'postgres', 'template1']) {
-    try {
-      return await connect({ ...ep, database }, env, { readOnly: false, connectTimeoutSeconds });
-    } catch (err) {
-      last = err;
-      if (!['3D000', '28000', '42501'].includes(sqlstate(err) ?? '')) throw err;
-    }
-  }
-  throw last;
+function connectAnyDatabase(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, connectTimeoutSeconds: number): Promise<Client> {
+  return connectFirstAvailable(ep, env, [ep.database, ...MAINTENANCE_DATABASES], { readOnly: false, connectTimeoutSeconds });
 }
 
-function sqlstate(err: unknown): string | undefined {
-  const code = (err as { code?: unknown })?.code;
-  return typeof code === 'string' ? code : undefined;
-}
 
 /** A lost connection or a server going down is not a verdict on one statement: let the phase retry. */
 function rethrowTransient(err: unknown): void {

@@ -4,6 +4,7 @@
  */
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
+import { MAINTENANCE_DATABASES } from '../connection';
 import { readDestinationState, type DestinationState } from '../marker';
 import { rolesToCreate } from '../roles';
 import { quoteIdent } from '../sql';
@@ -18,9 +19,6 @@ export interface DestinationFacts {
   readonly exists?: boolean;
   readonly willCreate?: boolean;
 }
-
-/** Databases tried, in order, to look at the server when the target database does not exist yet. */
-const MAINTENANCE_DATABASES = ['postgres', 'template1'];
 
 export async function checkDestination(
   db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv, r: Reporter, source: SourceFacts | undefined,
