@@ -3,8 +3,6 @@
  * session settings; one altered, deleted or duplicated row is reported once; a snapshot exported before
  * concurrent inserts still yields the pre-insert checksum.
  */
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -14,7 +12,7 @@ import {
 import { connect } from '../src/runner/connection';
 import { compareInventories, readInventory } from '../src/runner/inventory';
 import { compareSequenceValues, readSequenceValues } from '../src/runner/sequences';
-import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
+import { dumpRestore, startPgServer, type PgServer } from './support/pg-server';
 import { makeRuntimeConfig } from './support/runtime-config';
 
 /** Many output-sensitive types, NULLs, float edge cases, non-ASCII names, a partitioned table, inheritance. */
@@ -95,20 +93,8 @@ let source: Client;
 let sourceSums: Map<string, TableChecksum>;
 let caseNo = 0;
 
-async function dumpRestore(database: string, target: string): Promise<void> {
-  const dump = spawn(join(PG_BIN, 'pg_dump'), ['-Fc', '-h', src.host, '-p', String(src.port), '-U', src.superuser, '-d', database], {
-    env: { ...process.env, PGPASSWORD: src.superPassword },
-  });
-  const restore = spawn(join(PG_BIN, 'pg_restore'), ['--exit-on-error', '-h', dst.host, '-p', String(dst.port), '-U', dst.superuser, '-d', target], {
-    env: { ...process.env, PGPASSWORD: dst.superPassword },
-  });
-  dump.stdout.pipe(restore.stdin);
-  let errors = '';
-  dump.stderr.on('data', (d) => { errors += d; });
-  restore.stderr.on('data', (d) => { errors += d; });
-  const exit = (p: ReturnType<typeof spawn>) => new Promise<number>((resolve) => p.on('close', (code) => resolve(code ?? -1)));
-  const [a, b] = await Promise.all([exit(dump), exit(restore)]);
-  if (a !== 0 || b !== 0) throw new Error(`pg_dump | pg_restore failed (${a}/${b}): ${errors}`);
+function copyToDestination(database: string, target: string): Promise<void> {
+  return dumpRestore(src, database, dst, target);
 }
 
 async function destination(database: string): Promise<Client> {
@@ -144,7 +130,7 @@ beforeAll(async () => {
   await src.query(DATA_SQL, 'data');
   await src.query('GRANT SELECT ON public.secured TO checker', 'data');
   await dst.query('CREATE DATABASE data_base');
-  await dumpRestore('data', 'data_base');
+  await copyToDestination('data', 'data_base');
   await dst.query(ODD_SETTINGS);
 
   const { config, env, cleanup } = makeRuntimeConfig({ source: src, destination: dst, databases: [{ name: 'data', source: { database: 'data' }, destination: { database: 'data_base' } }] });

@@ -2,13 +2,12 @@
  * Schema inventory against real servers: a rich source schema copied with pg_dump -Fc | pg_restore compares
  * equal; each deliberate change on the destination is reported precisely and exactly once.
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../src/runner/connection';
 import { compareInventories, normalizeSql, readInventory, type Inventory, type InventoryDifference, type InventoryOptions } from '../src/runner/inventory';
-import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
+import { dumpRestore, startPgServer, type PgServer } from './support/pg-server';
 import { makeRuntimeConfig } from './support/runtime-config';
 
 const ROLES = ['app_owner', 'app_reader', 'app_writer', 'auditor'];
@@ -83,20 +82,8 @@ let sourceInventory: Inventory;
 let caseNo = 0;
 
 /** pg_dump -Fc from the source piped into pg_restore on the destination, as the superuser. */
-async function dumpRestore(database: string, target: string, restoreArgs: string[] = []): Promise<void> {
-  const dump = spawn(join(PG_BIN, 'pg_dump'), ['-Fc', '-h', src.host, '-p', String(src.port), '-U', src.superuser, '-d', database], {
-    env: { ...process.env, PGPASSWORD: src.superPassword },
-  });
-  const restore = spawn(join(PG_BIN, 'pg_restore'), ['--exit-on-error', '-h', dst.host, '-p', String(dst.port), '-U', dst.superuser, '-d', target, ...restoreArgs], {
-    env: { ...process.env, PGPASSWORD: dst.superPassword },
-  });
-  dump.stdout.pipe(restore.stdin);
-  let errors = '';
-  dump.stderr.on('data', (d) => { errors += d; });
-  restore.stderr.on('data', (d) => { errors += d; });
-  const exit = (p: ReturnType<typeof spawn>) => new Promise<number>((resolve) => p.on('close', (code) => resolve(code ?? -1)));
-  const [a, b] = await Promise.all([exit(dump), exit(restore)]);
-  if (a !== 0 || b !== 0) throw new Error(`pg_dump | pg_restore failed (${a}/${b}): ${errors}`);
+function copyToDestination(database: string, target: string, restoreArgs: string[] = []): Promise<void> {
+  return dumpRestore(src, database, dst, target, restoreArgs);
 }
 
 async function withDestination<T>(database: string, fn: (c: Client) => Promise<T>): Promise<T> {
@@ -132,7 +119,7 @@ beforeAll(async () => {
   await src.psqlFile(join(__dirname, 'support', 'realistic-schema.sql'), 'app');
   await src.query(EXTRA_SQL, 'app');
   await dst.query('CREATE DATABASE app_base');
-  await dumpRestore('app', 'app_base');
+  await copyToDestination('app', 'app_base');
 
   const { config, env, cleanup } = makeRuntimeConfig({ source: src, destination: dst, databases: [{ name: 'app', source: { database: 'app' }, destination: { database: 'app_base' } }] });
   source = await connect(config.databases[0].source, env, { readOnly: true, connectTimeoutSeconds: 10 });
@@ -216,7 +203,7 @@ describe('compareInventories after pg_dump -Fc | pg_restore', () => {
 
   it('finds no difference for a --no-owner restore when owners are not compared (ACLs follow the new owner)', async () => {
     await dst.query('CREATE DATABASE app_no_owner');
-    await dumpRestore('app', 'app_no_owner', ['--no-owner']);
+    await copyToDestination('app', 'app_no_owner', ['--no-owner']);
     const opts = { includeAcl: true, includeOwners: false };
     const base = await readInventory(source, opts);
     expect(await diffAgainst('app_no_owner', opts, base)).toEqual([]);
@@ -401,7 +388,7 @@ describe('a database with 200 tables', () => {
     await src.query('CREATE DATABASE wide');
     await src.query(ddl.join('\n'), 'wide');
     await dst.query('CREATE DATABASE wide');
-    await dumpRestore('wide', 'wide');
+    await copyToDestination('wide', 'wide');
 
     const { config, env, cleanup } = makeRuntimeConfig({ source: src, destination: dst, databases: [{ name: 'wide', source: { database: 'wide' }, destination: { database: 'wide' } }] });
     const s = await connect(config.databases[0].source, env, { readOnly: true, connectTimeoutSeconds: 10 });

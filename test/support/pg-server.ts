@@ -3,7 +3,7 @@
  * (scram-sha-256) auth for everyone, a superuser `postgres`. Runs the server as the `postgres` OS user when
  * the tests run as root (initdb refuses root).
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -147,3 +147,21 @@ export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServe
   };
   return server;
 }
+
+/** `pg_dump -Fc` of `database` on `from` piped into `pg_restore` of `target` on `to`, both as the superuser. */
+export async function dumpRestore(from: PgServer, database: string, to: PgServer, target: string, restoreArgs: string[] = []): Promise<void> {
+  const dump = spawn(join(PG_BIN, 'pg_dump'), ['-Fc', '-h', from.host, '-p', String(from.port), '-U', from.superuser, '-d', database], {
+    env: { ...process.env, PGPASSWORD: from.superPassword },
+  });
+  const restore = spawn(join(PG_BIN, 'pg_restore'), ['--exit-on-error', '-h', to.host, '-p', String(to.port), '-U', to.superuser, '-d', target, ...restoreArgs], {
+    env: { ...process.env, PGPASSWORD: to.superPassword },
+  });
+  dump.stdout.pipe(restore.stdin);
+  let errors = '';
+  dump.stderr.on('data', (d) => { errors += d; });
+  restore.stderr.on('data', (d) => { errors += d; });
+  const exit = (p: ReturnType<typeof spawn>) => new Promise<number>((resolve) => p.on('close', (code) => resolve(code ?? -1)));
+  const [a, b] = await Promise.all([exit(dump), exit(restore)]);
+  if (a !== 0 || b !== 0) throw new Error(`pg_dump | pg_restore failed (${a}/${b}): ${errors}`);
+}
+
