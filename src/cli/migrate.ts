@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { bundleRunner } from '../chart/runner-bundle';
-import { runtimeConfigSchema, secretUses, toRuntimeConfig } from '../spec/runtime-config';
+import { runtimeConfigSchema, secretUses, toRuntimeConfig, workDirPaths } from '../spec/runtime-config';
 import { CliError, EXIT, loadSpecOrExplain, type Io } from './context';
 import { loadSecretsFile, resolveSecret, SecretsFileError } from './secrets-file';
 
@@ -41,13 +41,7 @@ export async function migrateCommand(opts: MigrateOptions, io: Io): Promise<numb
     throw new CliError(`--log-format must be text or json (got "${opts.logFormat}")`, EXIT.usage);
   }
   const workDir = resolve(opts.workDir ?? mkdtempSync(join(tmpdir(), 'db-migration-')));
-  const paths = {
-    dumps: join(workDir, 'dumps'),
-    logs: join(workDir, 'logs'),
-    tmp: join(workDir, 'tmp'),
-    tls: join(workDir, 'tls'),
-    terminationLog: join(workDir, 'termination-log'),
-  };
+  const paths = workDirPaths(workDir);
   for (const dir of [paths.dumps, paths.logs, paths.tmp]) mkdirSync(dir, { recursive: true, mode: 0o700 });
 
   const env: NodeJS.ProcessEnv = { ...process.env };

@@ -114,6 +114,17 @@ export interface RuntimePathOverrides {
   readonly terminationLog?: string;
 }
 
+/** The layout of a work directory for a run outside the Job (a workstation, the tests). */
+export function workDirPaths(workDir: string): Required<RuntimePathOverrides> {
+  return {
+    dumps: `${workDir}/dumps`,
+    logs: `${workDir}/logs`,
+    tmp: `${workDir}/tmp`,
+    tls: `${workDir}/tls`,
+    terminationLog: `${workDir}/termination-log`,
+  };
+}
+
 /** Builds the runtime config from a validated spec. Container paths unless overridden (workstation runs). */
 export function toRuntimeConfig(spec: MigrationSpec, paths: RuntimePathOverrides = {}): RuntimeConfig {
   const tls = paths.tls ?? CONTAINER_PATHS.tls;

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { crossFieldIssues } from '../../src/spec/cross-checks';
 import type { SslMode } from '../../src/spec/schema';
 import { migrationSpecSchema, type MigrationSpecInput } from '../../src/spec/schema';
-import { passwordEnvName, runtimeConfigSchema, toRuntimeConfig, type RuntimeConfig } from '../../src/spec/runtime-config';
+import { passwordEnvName, runtimeConfigSchema, toRuntimeConfig, workDirPaths, type RuntimeConfig } from '../../src/spec/runtime-config';
 
 /** A server to point at: a `PgServer` fits, and so does a plain host/port (e.g. an unreachable one). */
 export interface TestServer {
@@ -83,13 +83,7 @@ const SECRET = { source: 'test-source-credentials', destination: 'test-destinati
 export function makeRuntimeConfig(opts: MakeRuntimeConfigOptions): TestRuntimeConfig {
   const ownDir = opts.workDir === undefined;
   const workDir = opts.workDir ?? mkdtempSync(join(tmpdir(), 'dbm-runtime-'));
-  const paths = {
-    dumps: join(workDir, 'dumps'),
-    logs: join(workDir, 'logs'),
-    tmp: join(workDir, 'tmp'),
-    tls: join(workDir, 'tls'),
-    terminationLog: join(workDir, 'termination-log'),
-  };
+  const paths = workDirPaths(workDir);
   for (const dir of [paths.dumps, paths.logs, paths.tmp, paths.tls]) mkdirSync(dir, { recursive: true });
 
   const endpoint = (server: TestServer, ep: TestEndpoint, side: 'source' | 'destination', index: number) => ({
