@@ -100,9 +100,16 @@ export async function withLocalSettings<T>(
     await undo();
     return result;
   }
+  return inReadOnlyTransaction(client, async () => {
+    await apply();
+    return fn();
+  });
+}
+
+/** Runs fn in a REPEATABLE READ READ ONLY transaction: committed after it, rolled back if it throws. */
+async function inReadOnlyTransaction<T>(client: Client, fn: () => Promise<T>): Promise<T> {
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
-    await apply();
     const result = await fn();
     await client.query('COMMIT');
     return result;
@@ -141,16 +148,10 @@ export async function releaseSnapshot(client: Client): Promise<void> {
 export async function withSnapshot<T>(client: Client, snapshotId: string, fn: () => Promise<T>): Promise<T> {
   if (!/^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$/.test(snapshotId)) throw new Error(`not a snapshot id: ${JSON.stringify(snapshotId)}`);
   if (client.getTransactionStatus() !== 'I') throw new Error('withSnapshot needs a session outside any transaction');
-  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-  try {
+  return inReadOnlyTransaction(client, async () => {
     await client.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)}`);
-    const result = await fn();
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
+    return fn();
+  });
 }
 
 /**
