@@ -1,10 +1,14 @@
 /**
  * What a command costs before it does any work: the CLI loads only the module of the command it runs (cdk8s is
- * for synth alone), through the bin's own require hook.
+ * for synth alone), through the bin's own require hook; and the runner bundle is built once per change of its
+ * inputs, then read from node_modules/.cache/db-migration/ by every later process.
  */
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { sha256Hex } from '../src/chart/runner-bundle';
 import { REPO } from './support/repo';
 
 const EXAMPLE = join(REPO, 'migration.yaml');
@@ -44,5 +48,131 @@ describe('the CLI loads only the command it runs', () => {
       expect(res.code, command).toBe(0);
       expect(res.packages.filter((p) => p.startsWith('cdk8s') || p === 'constructs'), command).toEqual([]);
     }
+  });
+});
+
+const temps: string[] = [];
+afterAll(() => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/**
+ * A checkout of its own: package.json, the real src/chart/runner-bundle.ts and bundle-cache.ts, a two-file runner
+ * (main.ts prints greeting.ts's text and a dependency's) and node_modules with esbuild and that dependency.
+ */
+function checkout(): { root: string; write(path: string, text: string): void } {
+  const root = mkdtempSync(join(tmpdir(), 'dbm-bundle-cache-'));
+  temps.push(root);
+  const write = (path: string, text: string) => {
+    mkdirSync(dirname(join(root, path)), { recursive: true });
+    writeFileSync(join(root, path), text);
+  };
+  write('package.json', JSON.stringify({ name: 'db-migration' }));
+  for (const file of ['runner-bundle.ts', 'bundle-cache.ts']) {
+    mkdirSync(join(root, 'src', 'chart'), { recursive: true });
+    copyFileSync(join(REPO, 'src', 'chart', file), join(root, 'src', 'chart', file));
+  }
+  write('src/runner/main.ts', `import { greeting } from './greeting';\nimport { suffix } from 'suffix';\nconsole.log(greeting + suffix);\n`);
+  write('src/runner/greeting.ts', `export const greeting = 'hello v1';\n`);
+  write('node_modules/suffix/package.json', JSON.stringify({ name: 'suffix', main: 'index.js' }));
+  write('node_modules/suffix/index.js', `exports.suffix = ' (suffix v1)';\n`);
+  symlinkSync(join(REPO, 'node_modules', 'esbuild'), join(root, 'node_modules', 'esbuild'));
+  return { root, write };
+}
+
+/** bundleRunner() of that checkout, in a process of its own (as each `db-migration` run is), and what the bundle prints. */
+function bundleIn(root: string): { code: string; prints: string } {
+  const module = join(root, 'src', 'chart', 'runner-bundle.ts');
+  const res = spawnSync(process.execPath, ['-r', 'tsx/cjs', '-e', `process.stdout.write(require(${JSON.stringify(module)}).bundleRunner().code)`], { cwd: REPO, encoding: 'utf8' });
+  expect(res.stderr).toBe('');
+  expect(res.status).toBe(0);
+  const run = spawnSync(process.execPath, ['-e', res.stdout], { encoding: 'utf8' });
+  return { code: res.stdout, prints: `${run.stdout}${run.stderr}`.trim() };
+}
+
+const CACHE = (root: string) => join(root, 'node_modules', '.cache', 'db-migration');
+const cacheFiles = (root: string) => readdirSync(CACHE(root));
+
+/** Replaces the cached bundle by another, valid one: a process that returns it has not built. */
+function plantInCache(root: string, code: string): void {
+  const [file] = cacheFiles(root);
+  const text = readFileSync(join(CACHE(root), file), 'utf8');
+  const header = JSON.parse(text.slice(0, text.indexOf('\n')));
+  writeFileSync(join(CACHE(root), file), `${JSON.stringify({ ...header, sha256: sha256Hex(code) })}\n${code}`);
+}
+const PLANTED = 'console.log("from the cache");\n';
+
+describe('the runner bundle cache', () => {
+  it('given unchanged inputs, when another process bundles, then it gets the cached bundle without building', () => {
+    const { root } = checkout();
+    const first = bundleIn(root);
+    expect(first.prints).toBe('hello v1 (suffix v1)');
+    expect(cacheFiles(root)).toEqual([expect.stringMatching(/^runner-[0-9a-f]{16}\.cache$/)]);
+    plantInCache(root, PLANTED);
+    expect(bundleIn(root).code).toBe(PLANTED);
+  });
+
+  it('given a changed runner source file, when bundled, then it is built again from the new source', () => {
+    const { root, write } = checkout();
+    bundleIn(root);
+    plantInCache(root, PLANTED);
+    write('src/runner/greeting.ts', `export const greeting = 'hello v2';\n`);
+    const second = bundleIn(root);
+    expect(second.prints).toBe('hello v2 (suffix v1)');
+    // and the new build is what the cache now holds
+    expect(cacheFiles(root)).toHaveLength(1);
+    plantInCache(root, PLANTED);
+    expect(bundleIn(root).code).toBe(PLANTED);
+  });
+
+  it('given a new file that changes what an import resolves to (not one the last build read), when bundled, then it is built again', () => {
+    const { root, write } = checkout();
+    bundleIn(root);
+    plantInCache(root, PLANTED);
+    // esbuild tries .tsx before .ts: './greeting' now means greeting.tsx
+    write('src/runner/greeting.tsx', `export const greeting = 'hello tsx';\n`);
+    expect(bundleIn(root).prints).toBe('hello tsx (suffix v1)');
+  });
+
+  it('given a changed dependency in node_modules and the same lockfiles, when bundled, then it is built again', () => {
+    const { root, write } = checkout();
+    bundleIn(root);
+    plantInCache(root, PLANTED);
+    write('node_modules/suffix/index.js', `exports.suffix = ' (suffix v2)';\n`);
+    expect(bundleIn(root).prints).toBe('hello v1 (suffix v2)');
+  });
+
+  it('given a cache entry cut short, when bundled, then it is built again and the entry rewritten whole', () => {
+    const { root } = checkout();
+    const first = bundleIn(root);
+    const [file] = cacheFiles(root);
+    const whole = readFileSync(join(CACHE(root), file), 'utf8');
+    writeFileSync(join(CACHE(root), file), whole.slice(0, whole.length - 10));
+    expect(bundleIn(root).code).toBe(first.code);
+    expect(readFileSync(join(CACHE(root), file), 'utf8')).toBe(whole);
+  });
+
+  it('given three processes bundling at once on an empty cache, when they finish, then each has the same whole bundle and so has the cache', async () => {
+    const { root } = checkout();
+    const module = join(root, 'src', 'chart', 'runner-bundle.ts');
+    const script = `process.stdout.write(require(${JSON.stringify(module)}).bundleRunner().code)`;
+    const codes = await Promise.all([1, 2, 3].map(() => new Promise<string>((done, fail) => {
+      const child = spawn(process.execPath, ['-r', 'tsx/cjs', '-e', script], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => { out += chunk; });
+      child.on('error', fail);
+      child.on('close', (code) => (code === 0 ? done(out) : fail(new Error(`exit ${code}`))));
+    })));
+    expect(new Set(codes).size).toBe(1);
+    expect(codes[0]).toContain('hello v1');
+    // no temporary file left behind; the one entry is whole: a new process reads it rather than building
+    expect(cacheFiles(root)).toHaveLength(1);
+    plantInCache(root, PLANTED);
+    expect(bundleIn(root).code).toBe(PLANTED);
+  });
+
+  it('given a cache directory that cannot be created, when bundled, then it bundles all the same, every time', () => {
+    const { root } = checkout();
+    writeFileSync(join(root, 'node_modules', '.cache'), 'a file where the cache directory would go\n');
+    expect(bundleIn(root).prints).toBe('hello v1 (suffix v1)');
+    expect(bundleIn(root).prints).toBe('hello v1 (suffix v1)');
   });
 });
