@@ -1,19 +1,21 @@
 /**
  * One table, source to destination, with no intermediate file: `COPY ... TO STDOUT` on a snapshot reader
- * piped by stream.pipeline into `COPY ... FROM STDIN` on a writer. pipeline carries back-pressure both
- * ways (pg-copy-streams pauses the source socket while the destination socket is full), so memory stays a
- * few socket buffers whatever the table size.
+ * piped by stream.pipeline into `COPY ... FROM STDIN` on a writer, frame by frame (copy-frames.ts). pipeline
+ * carries back-pressure both ways (the source socket is read only while the destination socket accepts more),
+ * so memory stays a few socket buffers whatever the table size.
  */
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { escapeIdentifier } from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { TableToCopy } from './catalog';
 import type { CopyFormat } from './copy-format';
+import { CopyInFrames, CopyOutFrames } from './copy-frames';
 
 export interface TableCopyResult {
+  /** Rows the destination stored (COPY FROM's command tag). */
   readonly rows: number;
+  /** Rows the source sent in its snapshot (COPY TO's command tag): the table's exact count in that snapshot. */
+  readonly sourceRows: number;
   readonly bytes: number;
 }
 
@@ -54,19 +56,12 @@ export interface CopyTableOptions {
  * failure the destination transaction is rolled back when possible; the caller closes both sessions on abort.
  */
 export async function copyTable(source: Client, destination: Client, table: TableToCopy, opts: CopyTableOptions): Promise<TableCopyResult> {
-  let bytes = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      bytes += chunk.length;
-      opts.onBytes?.(chunk.length);
-      cb(null, chunk);
-    },
-  });
   await destination.query('BEGIN');
   if (table.extensionFilter === undefined) await destination.query(`TRUNCATE ONLY ${qualifiedName(table)}`);
-  const sink = destination.query(copyFrom(copyInSql(table, opts.format)));
-  const sourceStream = source.query(copyTo(copyOutSql(table, opts.format)));
-  await pipeline(sourceStream, counter, sink, { signal: opts.signal });
+  const sink = destination.query(new CopyInFrames(copyInSql(table, opts.format)));
+  const sourceStream = source.query(new CopyOutFrames(copyOutSql(table, opts.format), opts.onBytes));
+  await pipeline(sourceStream, sink, { signal: opts.signal });
+  const sourceRows = await sourceStream.done;
   await destination.query('COMMIT');
-  return { rows: sink.rowCount, bytes };
+  return { rows: sink.rowCount, sourceRows, bytes: sourceStream.payloadBytes };
 }
