@@ -342,6 +342,8 @@ async function migrateDatabase(
     // verify: checksums: the source side is read in the snapshot the data was copied from (kept per attempt),
     // so writes on the source after it are not reported as differences.
     let sourceChecksums: Map<string, TableChecksum> | undefined;
+    // Stream mode: each table's exact row count in the stream's snapshot, so verify counts the destination only.
+    let sourceRowCounts: ReadonlyMap<string, number> | undefined;
 
     // migration.roles: the roles the database needs, created on the destination before anything is restored.
     const migrateRolesStep = async () => {
@@ -378,6 +380,7 @@ async function migrateDatabase(
           },
         });
       }, { ...retry, phase: 'stream', logger: restoreLog, beforeRetry, timeoutSetting: 'migration.timeouts.dump / migration.timeouts.restore' }));
+      sourceRowCounts = streamed.sourceRowCounts;
       record(db.name, { streamSeconds, bytesCopied: streamed.bytes, rowsCopied: streamed.rows });
       restoreLog.ok(`streamed ${streamed.tables} tables, ${streamed.rows} rows, ${formatBytes(streamed.bytes)} in ${formatDuration(streamSeconds)} `
         + `(pre-data ${formatDuration(streamed.seconds.preData)}, copy ${formatDuration(streamed.seconds.copy)}, post-data ${formatDuration(streamed.seconds.postData)}`
@@ -428,7 +431,9 @@ async function migrateDatabase(
       const [v, verifySeconds] = await timed('verify', () => withRetry(async () => {
         let running: Promise<unknown> | undefined;
         const res = await withDeadline('verify', 'verify', { timeoutMs: m.timeouts.verify * 1000, signal }, (stop) => {
-          const p = verifyDatabase(runtimeDb, config, env, { signal: stop, ...(sourceChecksums ? { sourceChecksums } : {}) });
+          const p = verifyDatabase(runtimeDb, config, env, {
+            signal: stop, ...(sourceChecksums ? { sourceChecksums } : {}), ...(sourceRowCounts ? { sourceRowCounts } : {}),
+          });
           running = p;
           return p;
         }).catch(async (err: unknown) => {

@@ -57,6 +57,12 @@ export interface VerifyOptions {
    */
   readonly sourceChecksums?: ReadonlyMap<string, TableChecksum>;
   /**
+   * Exact source row counts taken in the copy's snapshot, by quoted "schema"."name" (stream mode: COPY TO's
+   * command tags). Those tables are then counted on the destination only.
+   * @default - counted now on the live source
+   */
+  readonly sourceRowCounts?: ReadonlyMap<string, number>;
+  /**
    * Aborting cancels the running queries on both servers (a cancel request, as psql's Ctrl-C sends) and ends
    * every session, so no count waiting on a lock stays behind on a server; the call then fails with a
    * ToolAbortedError once the sessions are gone.
@@ -102,6 +108,8 @@ export async function verifyDatabase(
     }
     // PostgreSQL 14 and later also notice a vanished client during a long query (ignored where unknown).
     await c.query('SET client_connection_check_interval = 2000').catch(() => undefined);
+    // A count is one scan: compiling it costs more than it saves (0.25 s of 0.7 s on 5 million rows).
+    await c.query('SET jit = off');
     return c;
   };
   let timedOut = false;
@@ -138,9 +146,9 @@ export async function verifyDatabase(
         // An unpopulated materialized view cannot be read; whether it holds data is compared by the inventory.
         if (rel.kind === 'm' && (!rel.populated || !other.populated)) continue;
         const sql = `SELECT count(*)::text AS n FROM ${rel.kind === 'r' ? 'ONLY ' : ''}${q}`;
-        // Source checksums taken in the copy's snapshot carry that snapshot's row count: rows written to the
-        // source since are not reported as differences (the checksums compare the content).
-        const snapshotRows = rel.kind === 'r' ? opts.sourceChecksums?.get(q)?.rows : undefined;
+        // Counts taken in the copy's snapshot (the stream's COPY TO tags, or the source checksums' row counts):
+        // rows written to the source since are not reported as differences, and the source is not read again.
+        const snapshotRows = rel.kind === 'r' ? opts.sourceRowCounts?.get(q) ?? opts.sourceChecksums?.get(q)?.rows : undefined;
         tasks.push(async (s, d) => {
           const [a, b] = await Promise.all([
             snapshotRows !== undefined ? Promise.resolve({ rows: [{ n: String(snapshotRows) }] }) : s.query<{ n: string }>(sql),

@@ -73,6 +73,7 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
   };
   const archive = join(config.paths.tmp, `stream-${db.name}-${process.pid}-${Date.now()}.schema.dump`);
   const clock = stopwatch();
+  const sourceRowCounts = new Map<string, number>();
   let hook: Promise<void> | undefined;
   let hookError: { err: unknown } | undefined;
 
@@ -135,6 +136,7 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
         const started = Date.now();
         const res = await copyTable(w.reader, w.writer, t, { format, signal, onBytes: (n) => progress.addBytes(n) });
         progress.tableDone(res.rows);
+        if (t.extensionFilter === undefined) sourceRowCounts.set(qualifiedName(t), res.sourceRows);
         log('info', `copied ${qualifiedName(t)}: ${res.rows} rows, ${formatMiB(res.bytes)} ${format} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
       }));
     // The readers' transactions and the snapshot are no longer needed: release the source (locks, xmin).
@@ -159,6 +161,7 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
       rows: progress.rowsCopied,
       bytes: progress.bytesCopied,
       snapshot: snapshot.id,
+      sourceRowCounts,
       seconds: { preData, copy, postData },
     };
   } catch (err) {

@@ -41,5 +41,10 @@ export interface StreamResult {
   readonly bytes: number;
   /** The exported source snapshot every reader used. */
   readonly snapshot: string;
+  /**
+   * Exact row count of each copied table in that snapshot (COPY TO's command tag), by quoted "schema"."name";
+   * tables copied through an extension's filter are left out (the filter selects part of the table).
+   */
+  readonly sourceRowCounts: ReadonlyMap<string, number>;
   readonly seconds: { readonly preData: number; readonly copy: number; readonly postData: number };
 }
