@@ -4,7 +4,7 @@
 import * as kplus from 'cdk8s-plus-28';
 import type { Construct } from 'constructs';
 import { imageReference } from '../spec/image';
-import { CONTAINER_PATHS } from '../spec/runtime-config';
+import { CONTAINER_PATHS, RUNNER_NODE_OPTIONS } from '../spec/runtime-config';
 import type { MigrationSpec } from '../spec/schema';
 import { migrationLabels, resourceNames } from './labels';
 import { assertFitsConfigMap, sha256Hex } from './runner-bundle';
@@ -70,6 +70,6 @@ done
 [ "$problems" -eq 0 ] || exit 1
 # An image-level NODE_OPTIONS (e.g. --require of an agent) must not change how the runner starts.
 unset NODE_OPTIONS
-exec node ${CONTAINER_PATHS.runner} --config ${CONTAINER_PATHS.configFile} "$@"
+exec node ${RUNNER_NODE_OPTIONS.join(' ')} ${CONTAINER_PATHS.runner} --config ${CONTAINER_PATHS.configFile} "$@"
 `;
 }

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { bundleRunner } from '../chart/runner-bundle';
-import { runtimeConfigSchema, secretUses, toRuntimeConfig, workDirPaths } from '../spec/runtime-config';
+import { RUNNER_NODE_OPTIONS, runtimeConfigSchema, secretUses, toRuntimeConfig, workDirPaths } from '../spec/runtime-config';
 import { CliError, EXIT, loadSpecOrExplain, type Io } from './context';
 import { loadSecretsFile, resolveSecret, SecretsFileError } from './secrets-file';
 
@@ -77,7 +77,7 @@ export async function migrateCommand(opts: MigrateOptions, io: Io): Promise<numb
   writeFileSync(runnerFile, bundleRunner().code, { mode: 0o600 });
   io.err(`ℹ️ work directory: ${workDir} (runner.js, config.json, dumps/, logs/migration.log, logs/summary.json)`);
 
-  const args = [runnerFile, '--config', configFile, ...(opts.binDir ? ['--bin-dir', resolve(opts.binDir)] : []), ...(opts.resume ? ['--resume'] : [])];
+  const args = [...RUNNER_NODE_OPTIONS, runnerFile, '--config', configFile, ...(opts.binDir ? ['--bin-dir', resolve(opts.binDir)] : []), ...(opts.resume ? ['--resume'] : [])];
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   createInterface({ input: child.stdout }).on('line', io.out);
   createInterface({ input: child.stderr }).on('line', io.err);
