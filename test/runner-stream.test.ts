@@ -117,7 +117,8 @@ describe('runMigration, mode: stream', () => {
     const text = out.text();
     expect(text).toMatch(/\[dry-run\] would run: .*PGPASSWORD=<from \$DBM_SHOP_SOURCE_PASSWORD> \S*pg_dump --format=custom --section=pre-data --section=post-data '--snapshot=<snapshot exported at run time>'/);
     expect(text).toMatch(/\[dry-run\] would run: .*PGPASSWORD=<from \$DBM_SHOP_DEST_PASSWORD> \S*pg_restore --section=pre-data --exit-on-error --no-password --no-owner --no-acl /);
-    expect(text).toMatch(/\[dry-run\] would run: .*pg_restore --section=post-data --exit-on-error --no-password --jobs=3 /);
+    expect(text).toMatch(/\[dry-run\] then the rest of post-data .*pg_restore --section=post-data --exit-on-error --no-password --jobs=3 .*--use-list=<what was not built early>/);
+    expect(text).toMatch(/indexes and primary key, unique and exclusion constraints are restored as soon as it is loaded/);
     expect(text).toMatch(/then: COPY every table source → destination in the snapshot, 2 at a time/);
     expect(text).not.toContain(source.superPassword);
     expect(await databaseExists(destination, 'shop_stream_dry')).toBe(false);

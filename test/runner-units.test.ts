@@ -12,6 +12,7 @@ import { buildPlan, commandEnv, dbnameArg, formatCommand, passwordEnvNames, rest
 import { countTocEntries, directorySize, dumpProgressMessage, RestoreProgress, startTicker } from '../src/runner/progress';
 import { backoffSeconds, PhaseError, withRetry } from '../src/runner/retry';
 import { compactSummary, finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult } from '../src/runner/summary';
+import { parseArchiveList } from '../src/runner/stream/toc';
 import { makeRuntimeConfig } from './support/runtime-config';
 
 const tmp = mkdtempSync(join(tmpdir(), 'dbm-units-'));
@@ -281,5 +282,39 @@ describe('summary', () => {
     const bad = writeSummaryFiles(s, { logs, terminationLog: '/nonexistent-dir/termination-log' });
     expect(bad.failures).toHaveLength(1);
     expect(bad.summaryFile).toBeDefined();
+  });
+});
+
+describe('stream archive listing', () => {
+  it('picks each table\'s indexes and key constraints as table-level post-data, not FKs, checks or index attachments', () => {
+    // given a pg_restore --list of a schema archive (lines as pg_restore 15 prints them)
+    const listing = [
+      ';',
+      '; Archive created at 2026-11-24 03:00:00 UTC',
+      ';',
+      '215; 1259 16390 TABLE public orders app_owner',
+      '216; 1259 16396 SEQUENCE public orders_id_seq app_owner',
+      '3401; 2606 16400 CONSTRAINT public orders orders_pkey app_owner',
+      '3402; 1259 16402 INDEX public orders_customer_idx app_owner',
+      '3403; 1259 16410 INDEX public events_2024_pkey app_owner',
+      '3404; 0 0 INDEX ATTACH public events_2024_pkey app_owner',
+      '3405; 2606 16420 FK CONSTRAINT public orders orders_customer_fkey app_owner',
+      '3406; 2606 16421 CHECK CONSTRAINT public orders orders_total_check app_owner',
+      '3407; 2620 16430 TRIGGER public orders orders_touch app_owner',
+      '3408; 0 16390 COMMENT public INDEX orders_customer_idx app_owner',
+    ];
+
+    // when it is parsed
+    const contents = parseArchiveList(listing);
+
+    // then only INDEX (pg_class) and CONSTRAINT (pg_constraint) entries are table-level, with their lines
+    expect(contents.tableLevelPostData).toEqual([
+      { kind: 'constraint', oid: 16400, line: listing[5] },
+      { kind: 'index', oid: 16402, line: listing[6] },
+      { kind: 'index', oid: 16410, line: listing[7] },
+    ]);
+    expect(contents.tableOids).toEqual([16390]);
+    expect(contents.sequenceOids).toEqual([16396]);
+    expect(contents.entryLines).toEqual(listing.slice(3));
   });
 });

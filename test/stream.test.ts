@@ -153,11 +153,13 @@ describe('streamDatabase', () => {
     const { config, db, env } = setup('app', 'app');
     const phases: string[] = [];
     const progress: StreamProgress[] = [];
+    const logged: string[] = [];
 
     // when it is streamed
     const result = await streamDatabase(db, config, {
       env, binDir: PG_BIN,
       onProgress: (p) => { progress.push(p); if (phases.at(-1) !== p.phase) phases.push(p.phase); },
+      log: (_level, msg) => logged.push(msg),
     });
 
     // then every table holds the same rows
@@ -174,6 +176,9 @@ describe('streamDatabase', () => {
     expect(inventory).toContain('trigger sales.orders orders_touch');
     expect(inventory).toContain('matview sales.customer_revenue true');
     expect(inventory).toContain('matview inventory.stock_snapshot false');
+    // and the first tables loaded had their indexes built while the copy went on (the rest came after it)
+    const early = logged.map((l) => /^(\d+) indexes and constraints of (\d+) tables were built while the copy ran$/.exec(l)).find(Boolean);
+    expect(Number(early?.[1])).toBeGreaterThan(0);
     // and the result adds up
     const leafTables = Object.keys(src).length;
     expect(result.tables).toBe(leafTables);
@@ -190,6 +195,27 @@ describe('streamDatabase', () => {
     expect(readdirSync(config.paths.tmp)).toEqual([]);
     expect(await waitForNoRunnerSessions(source, 'app')).toEqual([]);
     expect(await waitForNoRunnerSessions(destination, 'app')).toEqual([]);
+  });
+
+  it('fails with the index build\'s error when a table\'s early post-data fails, leaving no tool and no session behind', async () => {
+    // given a source index whose expression needs a database setting the destination does not have yet
+    await source.query('CREATE DATABASE early_fail');
+    await source.query(`
+      CREATE FUNCTION public.scaled(v int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT v / current_setting('app.divisor')::int $$;
+      CREATE TABLE public.readings (id int PRIMARY KEY, v int NOT NULL);
+      INSERT INTO public.readings SELECT g, g FROM generate_series(1, 5000) g;
+      SET app.divisor = '7';
+      CREATE INDEX readings_scaled ON public.readings (public.scaled(v));`, 'early_fail');
+    await destination.query('CREATE DATABASE early_fail');
+    const { config, db, env } = setup('early_fail', 'early_fail');
+
+    // when it is streamed, then pg_restore's error for that index is what fails it
+    await expect(streamDatabase(db, config, { env, binDir: PG_BIN }))
+      .rejects.toThrow(/unrecognized configuration parameter "app\.divisor"/);
+    expect(childTools()).toEqual([]);
+    expect(readdirSync(config.paths.tmp)).toEqual([]);
+    expect(await waitForNoRunnerSessions(source, 'early_fail')).toEqual([]);
+    expect(await waitForNoRunnerSessions(destination, 'early_fail')).toEqual([]);
   });
 
   it('fails on a destination that already holds the schema, and with restore.clean replaces it', async () => {

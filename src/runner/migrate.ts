@@ -731,8 +731,9 @@ function printDryRun(plan: MigrationPlan, facts: Map<string, DatabasePreflight>,
       l.info(`would stream: export a snapshot on the source, and in it dump the schema (pre-data and post-data sections) to ${dirname(db.stream.schemaDump.args.find((a) => a.startsWith('--file='))!.slice(7))}:`);
       l.info(`would run: ${formatCommand(db.stream.schemaDump)}`);
       l.info(`would run: ${formatCommand(db.stream.preData)}`);
-      l.info(`then: COPY every table source → destination in the snapshot, ${plan.options.copy.jobs} at a time, largest first (large objects too)`);
-      l.info(`would run: ${formatCommand(db.stream.postData)}`);
+      l.info(`then: COPY every table source → destination in the snapshot, ${plan.options.copy.jobs} at a time, largest first (large objects too); `
+        + `each table's indexes and primary key, unique and exclusion constraints are restored as soon as it is loaded (pg_restore --section=post-data --use-list=<its entries>)`);
+      l.info(`then the rest of post-data (foreign keys, triggers, policies, ...): ${formatCommand(db.stream.postData)} --use-list=<what was not built early>`);
       l.info(`then: set sequences to the snapshot's values; ANALYZE; verify ${db.verify}; nothing is written to the dumps volume`);
     } else {
       for (const [, cmd] of planCommands(db)) l.info(`would run: ${formatCommand(cmd)}`);

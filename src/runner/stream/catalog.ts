@@ -44,6 +44,11 @@ export interface SourceCatalog {
   /** Partitioned tables (they hold no rows; analyzed after their partitions). */
   readonly partitionedParents: readonly { schema: string; name: string }[];
   readonly largeObjectOids: readonly number[];
+  /**
+   * By copied table OID: the listing lines of its table-level post-data entries (indexes; primary key, unique
+   * and exclusion constraints), which can be restored as soon as that table is loaded.
+   */
+  readonly tableLevelPostData: ReadonlyMap<number, readonly string[]>;
 }
 
 interface RelationRow {
@@ -93,7 +98,31 @@ export async function readSourceCatalog(client: Client, toc: ArchiveContents, op
     sequences: await sequenceValues(client, sequenceRels),
     partitionedParents: parents,
     largeObjectOids: toc.largeObjectOids,
+    tableLevelPostData: await tableLevelEntries(client, toc, new Set(tables.map((t) => t.oid))),
   };
+}
+
+/** The archive's table-level post-data entries grouped by the copied table they belong to. */
+async function tableLevelEntries(client: Client, toc: ArchiveContents, copied: ReadonlySet<number>): Promise<Map<number, string[]>> {
+  const out = new Map<number, string[]>();
+  const indexes = toc.tableLevelPostData.filter((e) => e.kind === 'index').map((e) => e.oid);
+  const constraints = toc.tableLevelPostData.filter((e) => e.kind === 'constraint').map((e) => e.oid);
+  if (indexes.length + constraints.length === 0) return out;
+  const res = await client.query<{ kind: 'index' | 'constraint'; oid: string; rel: string }>(
+    `SELECT 'index' AS kind, indexrelid::int8 AS oid, indrelid::int8 AS rel FROM pg_catalog.pg_index WHERE indexrelid = ANY($1::oid[])
+     UNION ALL
+     SELECT 'constraint', oid::int8, conrelid::int8 FROM pg_catalog.pg_constraint WHERE oid = ANY($2::oid[])`,
+    [indexes, constraints],
+  );
+  const tableOf = new Map(res.rows.map((r) => [`${r.kind}:${r.oid}`, Number(r.rel)]));
+  for (const e of toc.tableLevelPostData) {
+    const rel = tableOf.get(`${e.kind}:${e.oid}`);
+    if (rel === undefined || !copied.has(rel)) continue;
+    const lines = out.get(rel) ?? [];
+    lines.push(e.line);
+    out.set(rel, lines);
+  }
+  return out;
 }
 
 async function extensionConfigs(client: Client, extensionOids: readonly number[]): Promise<{ oid: number; filter: string }[]> {

@@ -4,9 +4,10 @@
  *   pre-data   export a snapshot on the source; pg_dump the schema sections in it to a small archive in the
  *              tmp dir; list what it holds; lock the tables to copy; pg_restore its pre-data section.
  *   copy       copy.jobs workers, each with a source session on the snapshot and a destination session,
- *              drain a queue of tables (largest first) with COPY TO STDOUT piped into COPY FROM STDIN.
- *   post-data  pg_restore the archive's post-data section (indexes, constraints, triggers, matview data)
- *              with restore.jobs, once every table is loaded.
+ *              drain a queue of tables (largest first) with COPY TO STDOUT relayed into COPY FROM STDIN;
+ *              as each table is loaded, its indexes and key constraints are restored (post-data.ts).
+ *   post-data  pg_restore the rest of the archive's post-data section (foreign keys, triggers, policies,
+ *              matview data, what was not built early) with restore.jobs, once every table is loaded.
  *   sequences  setval to the snapshot's values.
  *   analyze    ANALYZE the copied tables in parallel, then the partitioned parents.
  *
@@ -23,6 +24,7 @@ import { copyFormat } from './copy-format';
 import { copyTable, qualifiedName } from './copy-table';
 import { StreamAbortedError, StreamTimeoutError } from './errors';
 import { copyLargeObjects } from './large-objects';
+import { PostDataScheduler } from './post-data';
 import { ProgressTracker } from './progress';
 import { setSequences } from './sequences';
 import { closeClient, destroyClient, openSnapshotReader, openWriter, type SessionOptions } from './sessions';
@@ -76,6 +78,7 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
   const sourceRowCounts = new Map<string, number>();
   let hook: Promise<void> | undefined;
   let hookError: { err: unknown } | undefined;
+  let postData: PostDataScheduler | undefined;
 
   try {
     // pre-data
@@ -109,6 +112,10 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
     }
     await restoreSection(tools, db.destination, archive, 'pre-data');
     const preData = clock.lap();
+    postData = new PostDataScheduler({
+      tools, destination: db.destination, archive, entryLines: toc.entryLines, tableLevel: catalog.tableLevelPostData,
+      jobs: m.restore.jobs, onError: (err) => { if (!controller.signal.aborted) controller.abort(err); },
+    });
 
     // copy
     progress.enter('copy');
@@ -137,6 +144,7 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
         const res = await copyTable(w.reader, w.writer, t, { format, signal, onBytes: (n) => progress.addBytes(n) });
         progress.tableDone(res.rows);
         if (t.extensionFilter === undefined) sourceRowCounts.set(qualifiedName(t), res.sourceRows);
+        postData!.tableLoaded(t.oid);
         log('info', `copied ${qualifiedName(t)}: ${res.rows} rows, ${formatMiB(res.bytes)} ${format} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
       }));
     // The readers' transactions and the snapshot are no longer needed: release the source (locks, xmin).
@@ -145,10 +153,11 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
     await snapshot.close();
     const copy = clock.lap();
 
-    // post-data
+    // post-data: what the early builds have not done
     progress.enter('post-data');
-    await restoreSection(tools, db.destination, archive, 'post-data');
-    const postData = clock.lap();
+    const early = await postData.finish();
+    if (early.earlyEntries > 0) log('info', `${early.earlyEntries} indexes and constraints of ${early.earlyTables} tables were built while the copy ran`);
+    const postDataSeconds = clock.lap();
 
     progress.enter('sequences');
     await setSequences(control, catalog.sequences);
@@ -162,7 +171,7 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
       bytes: progress.bytesCopied,
       snapshot: snapshot.id,
       sourceRowCounts,
-      seconds: { preData, copy, postData },
+      seconds: { preData, copy, postData: postDataSeconds },
     };
   } catch (err) {
     const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
@@ -178,6 +187,7 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
     await snapshot?.destroy();
     // Never leave the caller's snapshot work running (it was told to stop by the controller's signal).
     if (hook) await hook.catch(() => undefined);
+    await postData?.settle();
     await rm(archive, { force: true });
   }
 }

@@ -102,9 +102,17 @@ export async function listArchive(ctx: ToolContext, file: string): Promise<strin
   return lines;
 }
 
-/** pg_restore's arguments for one section of the archive (also what the dry run prints). */
+/** Which entries of a section to restore, and with how many jobs. */
+export interface RestorePart {
+  /** A `pg_restore --list` file selecting the entries. @default - the whole section */
+  readonly listFile?: string;
+  /** Parallel jobs (post-data only). @default restore.jobs */
+  readonly jobs?: number;
+}
+
+/** pg_restore's arguments for one section of the archive, or part of it (also what the dry run prints). */
 export function restoreSectionArgs(
-  config: RuntimeConfig, destination: ResolvedEndpoint, file: string, section: 'pre-data' | 'post-data',
+  config: RuntimeConfig, destination: ResolvedEndpoint, file: string, section: 'pre-data' | 'post-data', part: RestorePart = {},
 ): string[] {
   const r = config.migration.restore;
   return [
@@ -112,7 +120,8 @@ export function restoreSectionArgs(
     '--exit-on-error',
     '--no-password',
     // Post-data items (index builds, constraint validation) run in parallel; pre-data is serial by nature.
-    ...(section === 'post-data' ? [`--jobs=${r.jobs}`] : []),
+    ...(section === 'post-data' ? [`--jobs=${part.jobs ?? r.jobs}`] : []),
+    ...(part.listFile ? [`--use-list=${part.listFile}`] : []),
     ...(r.noOwner ? ['--no-owner'] : []),
     ...(r.noAcl ? ['--no-acl'] : []),
     ...(r.clean && section === 'pre-data' ? ['--clean', '--if-exists'] : []),
@@ -122,13 +131,13 @@ export function restoreSectionArgs(
   ];
 }
 
-/** Restores one section of the archive into the destination, stopping at the first error. */
+/** Restores one section of the archive (or the part `part` selects) into the destination, stopping at the first error. */
 export async function restoreSection(
-  ctx: ToolContext, destination: ResolvedEndpoint, file: string, section: 'pre-data' | 'post-data',
+  ctx: ToolContext, destination: ResolvedEndpoint, file: string, section: 'pre-data' | 'post-data', part: RestorePart = {},
 ): Promise<void> {
   await runTool({
     cmd: toolPath('pg_restore', ctx.binDir),
-    args: restoreSectionArgs(ctx.config, destination, file, section),
+    args: restoreSectionArgs(ctx.config, destination, file, section, part),
     env: childEnv(ctx, destination, false),
     signal: ctx.signal,
     timeoutMs: ctx.config.migration.timeouts.restore * 1000,
