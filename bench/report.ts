@@ -24,8 +24,13 @@ export interface ContenderResult {
   readonly ok: boolean;
   /** "ok", or "failed: <first error line>". */
   readonly status: string;
-  /** Seconds from the first step's start to the last step's end (failed runs: until they failed). */
+  /**
+   * Seconds from the first step's start to the last step's end (failed runs: until they failed); with --repeat,
+   * the median of the repetitions.
+   */
   readonly wallSeconds?: number;
+  /** Every repetition's wall seconds, in run order (--repeat). */
+  readonly runs?: readonly number[];
   ratioToTuned?: number;
   /** Peak resident set (VmHWM) of the runner's node process. */
   readonly runnerPeakRssMiB?: number;
@@ -82,15 +87,47 @@ const fmt = (n: number | undefined, digits = 1) => (n === undefined ? '—' : n.
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 export function markdownTable(results: readonly ContenderResult[]): string {
-  const head = '| dataset | contender | wall s | × tuned | runner peak RSS MiB | peak dump MiB | status |';
+  const repeated = results.some((r) => (r.runs?.length ?? 0) > 1);
+  const head = `| dataset | contender | wall s${repeated ? ' (median; min–max)' : ''} | × tuned | runner peak RSS MiB | peak dump MiB | status |`;
   const sep = '|---|---|--:|--:|--:|--:|---|';
-  const rows = results.map((r) => `| ${cell(r.dataset)} | ${cell(r.label)} | ${fmt(r.wallSeconds)} | ${r.ratioToTuned === undefined ? '—' : `${r.ratioToTuned.toFixed(2)}×`} | `
+  const wall = (r: ContenderResult) => (r.runs && r.runs.length > 1
+    ? `${fmt(r.wallSeconds)} (${fmt(Math.min(...r.runs))}–${fmt(Math.max(...r.runs))})` : fmt(r.wallSeconds));
+  const rows = results.map((r) => `| ${cell(r.dataset)} | ${cell(r.label)} | ${wall(r)} | ${r.ratioToTuned === undefined ? '—' : `${r.ratioToTuned.toFixed(2)}×`} | `
     + `${fmt(r.runnerPeakRssMiB)} | ${r.peakDumpBytes === undefined ? '—' : fmt(mib(r.peakDumpBytes))} | ${cell(truncate(r.status, 160))} |`);
   return [head, sep, ...rows].join('\n');
 }
 
 function truncate(s: string, n: number): string {
   return s.length <= n ? s : `${s.slice(0, n - 1)}…`;
+}
+
+/**
+ * One row from the repetitions of a contender: the median wall time (and every run's), the highest peaks, the
+ * first failure; the phase notes of the median run.
+ */
+export function combineRuns(runs: readonly ContenderResult[]): ContenderResult {
+  if (runs.length === 1) return runs[0];
+  const walls = runs.map((r) => r.wallSeconds).filter((w): w is number => w !== undefined);
+  const sorted = [...walls].sort((a, b) => a - b);
+  const median = sorted.length ? (sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2) : undefined;
+  const closest = runs.reduce((best, r) => (median !== undefined && r.wallSeconds !== undefined
+    && Math.abs(r.wallSeconds - median) < Math.abs((best.wallSeconds ?? Infinity) - median) ? r : best), runs[0]);
+  const failed = runs.find((r) => !r.ok);
+  const max = (xs: Array<number | undefined>) => {
+    const ns = xs.filter((x): x is number => x !== undefined);
+    return ns.length ? Math.max(...ns) : undefined;
+  };
+  return {
+    ...closest,
+    ok: !failed,
+    status: failed ? failed.status : 'ok',
+    wallSeconds: median,
+    runs: walls,
+    runnerPeakRssMiB: max(runs.map((r) => r.runnerPeakRssMiB)),
+    runnerTreePeakRssMiB: max(runs.map((r) => r.runnerTreePeakRssMiB)),
+    peakDumpBytes: max(runs.map((r) => r.peakDumpBytes)),
+    outputTail: failed?.outputTail,
+  };
 }
 
 export function notes(datasets: readonly DatasetInfo[], jobs: number, results: readonly ContenderResult[] = []): string[] {

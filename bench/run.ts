@@ -16,7 +16,7 @@ import {
 } from './contenders';
 import { checkDestination, generateManyTables, generatePgbench, recreateDatabase, type DatasetInfo } from './datasets';
 import { DirPeak, firstErrorLine, killGroup, runnerNodeProcess, runningGroups, runStep } from './measure';
-import { machineInfo, markdownTable, notes, writeResults, type ContenderResult, type StepReport } from './report';
+import { combineRuns, machineInfo, markdownTable, notes, writeResults, type ContenderResult, type StepReport } from './report';
 
 const REPO_ROOT = resolve(__dirname, '..');
 const DATASETS = ['pgbench', 'tables'] as const;
@@ -28,6 +28,7 @@ const USAGE = `npm run bench -- [options]
   --tables N         tables in the many-tables dataset (default 200)
   --jobs N           parallel jobs for pg_dump -j / pg_restore -j and the runner (default 2)
   --timeout S        seconds allowed per contender (default max(300, 30 × scale))
+  --repeat N         run every contender N times, interleaved, and report the median (default 1)
   --datasets LIST    comma-separated: ${DATASETS.join(', ')} (default all)
   --contenders LIST  comma-separated: ${CONTENDER_IDS.join(', ')} (default all)
   --bin-dir DIR      PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
@@ -51,6 +52,7 @@ interface Options {
   tables: number;
   jobs: number;
   timeoutSeconds: number;
+  repeat: number;
   datasets: DatasetId[];
   contenders: ContenderId[];
   binDir: string;
@@ -68,7 +70,7 @@ function parseOptions(argv: string[]): Options | undefined {
       strict: true,
       allowPositionals: false,
       options: {
-        scale: { type: 'string' }, tables: { type: 'string' }, jobs: { type: 'string' }, timeout: { type: 'string' },
+        scale: { type: 'string' }, tables: { type: 'string' }, jobs: { type: 'string' }, timeout: { type: 'string' }, repeat: { type: 'string' },
         datasets: { type: 'string' }, contenders: { type: 'string' }, 'bin-dir': { type: 'string' },
         'results-dir': { type: 'string' }, keep: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
@@ -96,6 +98,7 @@ function parseOptions(argv: string[]): Options | undefined {
     tables: int('tables', values.tables, 200, 3, 2000),
     jobs: int('jobs', values.jobs, 2, 1, 64),
     timeoutSeconds: int('timeout', values.timeout, Math.max(300, 30 * scale), 1, 7 * 24 * 3600),
+    repeat: int('repeat', values.repeat, 1, 1, 100),
     datasets: list('datasets', values.datasets, DATASETS),
     contenders: list('contenders', values.contenders, CONTENDER_IDS),
     binDir: resolve(values['bin-dir'] ?? process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin'),
@@ -183,7 +186,7 @@ async function runContender(
     const db = summary?.databases?.[0];
     if (db) {
       const all: Record<string, unknown> = {
-        dump: db.dumpSeconds, restore: db.restoreSeconds, analyze: db.analyzeSeconds, verify: db.verifySeconds,
+        dump: db.dumpSeconds, restore: db.restoreSeconds, stream: db.streamSeconds, analyze: db.analyzeSeconds, verify: db.verifySeconds,
       };
       const known = Object.entries(all).filter((e): e is [string, number] => typeof e[1] === 'number');
       phases = known.length ? Object.fromEntries(known) : undefined;
@@ -294,25 +297,30 @@ async function main(argv: string[]): Promise<number> {
       log(`dataset ${datasetId}: ${(info.sourceBytes / 2 ** 20).toFixed(1)} MiB, ${info.tables} tables, largest ${info.largestTable} `
         + `${info.largestRows} rows (${info.generateSeconds.toFixed(1)} s)`);
 
-      const forDataset: ContenderResult[] = [];
-      for (const id of opts.contenders) {
-        if (interrupted) break;
-        const dir = join(tmp, `${datasetId}-${id}`);
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-        await recreateDatabase(destination, info.database);
-        await destination.query('CHECKPOINT');
-        const ctx: ContenderContext = {
-          source, destination, database: info.database, jobs: opts.jobs, binDir: opts.binDir, dir, passFile, secretsFile,
-          repoRoot: REPO_ROOT, timeoutSeconds: opts.timeoutSeconds,
-        };
-        const contender = buildContender(id, ctx);
-        log(`dataset ${datasetId}: ${contender.label} ...`);
-        const r = await runContender(contender, info, ctx);
-        if (interrupted) break;
-        log(`dataset ${datasetId}: ${contender.label}: ${r.wallSeconds?.toFixed(1)} s, ${r.status}`);
-        forDataset.push(r);
-        if (!opts.keep) rmSync(dir, { recursive: true, force: true });
+      // Repetitions interleave the contenders (a, b, c, a, b, c, ...) so a noisy minute does not fall on one of them.
+      const runsOf = new Map<ContenderId, ContenderResult[]>();
+      for (let rep = 1; rep <= opts.repeat && !interrupted; rep++) {
+        for (const id of opts.contenders) {
+          if (interrupted) break;
+          const dir = join(tmp, `${datasetId}-${id}${opts.repeat > 1 ? `-${rep}` : ''}`);
+          mkdirSync(dir, { recursive: true, mode: 0o700 });
+          await recreateDatabase(destination, info.database);
+          await destination.query('CHECKPOINT');
+          const ctx: ContenderContext = {
+            source, destination, database: info.database, jobs: opts.jobs, binDir: opts.binDir, dir, passFile, secretsFile,
+            repoRoot: REPO_ROOT, timeoutSeconds: opts.timeoutSeconds,
+          };
+          const contender = buildContender(id, ctx);
+          const which = opts.repeat > 1 ? ` (run ${rep}/${opts.repeat})` : '';
+          log(`dataset ${datasetId}: ${contender.label}${which} ...`);
+          const r = await runContender(contender, info, ctx);
+          if (interrupted) break;
+          log(`dataset ${datasetId}: ${contender.label}${which}: ${r.wallSeconds?.toFixed(1)} s, ${r.status}`);
+          runsOf.set(id, [...(runsOf.get(id) ?? []), r]);
+          if (!opts.keep) rmSync(dir, { recursive: true, force: true });
+        }
       }
+      const forDataset = opts.contenders.filter((id) => runsOf.has(id)).map((id) => combineRuns(runsOf.get(id)!));
       const tuned = forDataset.find((r) => r.contender === 'tuned' && r.ok);
       for (const r of forDataset) if (tuned && r.ok && r.wallSeconds !== undefined) r.ratioToTuned = r.wallSeconds / tuned.wallSeconds!;
       results.push(...forDataset);
@@ -327,7 +335,7 @@ async function main(argv: string[]): Promise<number> {
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
       options: {
-        scale: opts.scale, tables: opts.tables, jobs: opts.jobs, timeoutSeconds: opts.timeoutSeconds,
+        scale: opts.scale, tables: opts.tables, jobs: opts.jobs, timeoutSeconds: opts.timeoutSeconds, repeat: opts.repeat,
         datasets: opts.datasets, contenders: opts.contenders, serverSettings: SERVER_SETTINGS,
       },
       machine: { ...machine, loadAverage: { ...machine.loadAverage, end: loadavg()[0] } },
