@@ -390,7 +390,7 @@ describe('ConfigMaps', () => {
     expect(Object.keys(cm.data).sort()).toEqual(['entrypoint.sh', 'runner.js']);
     expect(cm.data['runner.js']).toBe(STAND_IN_BUNDLE);
     expect(cm.data['entrypoint.sh']).toContain(
-      'exec node --max-semi-space-size=1 /opt/db-migration/runner.js --config /etc/db-migration/config/config.json "$@"',
+      'exec node --max-semi-space-size=1 --max-opt=2 /opt/db-migration/runner.js --config /etc/db-migration/config/config.json "$@"',
     );
   });
 
@@ -559,7 +559,7 @@ describe('entrypoint.sh', () => {
     const node = 'if [ "$1" = --version ]; then echo v20.11.1; else echo "node $* NODE_OPTIONS=${NODE_OPTIONS-unset}"; fi';
     const result = run(entrypoint(), toolsDir({ ...pgTools, node }), ['--dry-run']);
     expect(result.stderr).toBe('');
-    expect(result.stdout).toBe('node --max-semi-space-size=1 /opt/db-migration/runner.js --config /etc/db-migration/config/config.json --dry-run NODE_OPTIONS=unset\n');
+    expect(result.stdout).toBe('node --max-semi-space-size=1 --max-opt=2 /opt/db-migration/runner.js --config /etc/db-migration/config/config.json --dry-run NODE_OPTIONS=unset\n');
     expect(result.status).toBe(0);
   });
 
