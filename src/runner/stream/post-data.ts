@@ -27,6 +27,7 @@ export interface PostDataOptions {
 
 export class PostDataScheduler {
   private readonly pending: string[] = [];
+  private pendingTables = 0;
   private readonly done = new Set<string>();
   private running: Promise<void> | undefined;
   private failure: { err: unknown } | undefined;
@@ -42,7 +43,7 @@ export class PostDataScheduler {
     const lines = this.opts.tableLevel.get(tableOid);
     if (!lines?.length || this.failure) return;
     this.pending.push(...lines);
-    this.tablesEarly++;
+    this.pendingTables++;
     this.kick();
   }
 
@@ -67,10 +68,13 @@ export class PostDataScheduler {
   private kick(): void {
     if (this.closing || this.running || this.pending.length === 0) return;
     const batch = this.pending.splice(0);
+    const tables = this.pendingTables;
+    this.pendingTables = 0;
     this.running = (async () => {
       try {
         await this.restore(batch, `early-${++this.batches}`, Math.min(this.opts.jobs, batch.length));
         for (const l of batch) this.done.add(l);
+        this.tablesEarly += tables;
       } catch (err) {
         this.failure ??= { err };
         this.opts.onError(err);
