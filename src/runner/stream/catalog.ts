@@ -4,8 +4,8 @@
  * pg_dump (see toc.ts); this adds what the COPY needs: columns, size, and whether binary COPY can carry them.
  */
 import type { Client } from 'pg';
-import { escapeIdentifier } from 'pg';
 import { patternToRegExp } from '../schemas';
+import { qualifiedName as quoteQualified } from '../sql';
 import type { ArchiveContents } from './toc';
 
 export interface CopyColumn {
@@ -174,10 +174,6 @@ async function sequenceValues(client: Client, seqs: readonly RelationRow[]): Pro
     }
   }
   return out;
-}
-
-function quoteQualified(schema: string, name: string): string {
-  return `${escapeIdentifier(schema)}.${escapeIdentifier(name)}`;
 }
 
 /**

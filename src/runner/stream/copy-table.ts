@@ -7,6 +7,7 @@
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { escapeIdentifier } from 'pg';
+import { qualifiedName as quoteQualified } from '../sql';
 import type { TableToCopy } from './catalog';
 import type { CopyFormat } from './copy-format';
 import { CopyInFrames, CopyOutFrames } from './copy-frames';
@@ -19,8 +20,9 @@ export interface TableCopyResult {
   readonly bytes: number;
 }
 
+/** "schema"."name", exactly as verify keys its tables (sourceRowCounts relies on that). */
 export function qualifiedName(t: { schema: string; name: string }): string {
-  return `${escapeIdentifier(t.schema)}.${escapeIdentifier(t.name)}`;
+  return quoteQualified(t.schema, t.name);
 }
 
 /** The source side: a plain table COPY, or a query for extension configuration tables with a filter. */
