@@ -733,7 +733,7 @@ function printDryRun(plan: MigrationPlan, facts: Map<string, DatabasePreflight>,
       l.info(`would run: ${formatCommand(db.stream.preData)}`);
       l.info(`then: COPY every table source → destination in the snapshot, ${plan.options.copy.jobs} at a time, largest first (large objects too); `
         + `each table's indexes and primary key, unique and exclusion constraints are restored as soon as it is loaded (pg_restore --section=post-data --use-list=<its entries>)`);
-      l.info(`then the rest of post-data (foreign keys, triggers, policies, ...): ${formatCommand(db.stream.postData)} --use-list=<what was not built early>`);
+      l.info(`then the rest of post-data (foreign keys, triggers, policies, ...): ${formatCommand(db.stream.postData)}`);
       l.info(`then: set sequences to the snapshot's values; ANALYZE; verify ${db.verify}; nothing is written to the dumps volume`);
     } else {
       for (const [, cmd] of planCommands(db)) l.info(`would run: ${formatCommand(cmd)}`);

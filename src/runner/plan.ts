@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import type { ResolvedEndpoint, RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
 import { libpqEnv } from './connection';
-import { restoreSectionArgs, schemaDumpArgs } from './stream/tools';
+import { restoreSectionArgs, schemaDumpArgs, type RestorePart } from './stream/tools';
 
 export type MigrationOptions = RuntimeConfig['migration'];
 
@@ -150,8 +150,8 @@ export function dumpInSnapshotCommand(cmd: ToolCommand, snapshot: string): ToolC
 export function streamPlan(db: RuntimeDatabase, config: RuntimeConfig, binDir?: string): StreamPlan {
   const options = config.migration;
   const archive = join(config.paths.tmp, `stream-${db.name}-<pid>-<time>.schema.dump`);
-  const restore = (section: 'pre-data' | 'post-data'): ToolCommand => ({
-    tool: 'pg_restore', cmd: toolPath('pg_restore', binDir), args: restoreSectionArgs(config, db.destination, archive, section),
+  const restore = (section: 'pre-data' | 'post-data', part?: RestorePart): ToolCommand => ({
+    tool: 'pg_restore', cmd: toolPath('pg_restore', binDir), args: restoreSectionArgs(config, db.destination, archive, section, part),
     pgEnv: endpointEnv(db.destination, false, options), passwordEnv: db.destination.passwordEnv,
   });
   return {
@@ -160,7 +160,8 @@ export function streamPlan(db: RuntimeDatabase, config: RuntimeConfig, binDir?: 
       pgEnv: endpointEnv(db.source, true, options), passwordEnv: db.source.passwordEnv,
     },
     preData: restore('pre-data'),
-    postData: restore('post-data'),
+    // The last post-data restore: the entries not built while the copy ran (stream/post-data.ts).
+    postData: restore('post-data', { listFile: '<what was not built early>' }),
   };
 }
 
