@@ -39,11 +39,11 @@ describe('Logger', () => {
     expect(readFileSync(join(dir, 'migration.log'), 'utf8')).toBe(out.text());
   });
 
-  it('writes JSON lines with ts, level, database, phase, msg and fields', () => {
+  it('writes JSON lines with ts (to the millisecond), level, database, phase, msg and fields', () => {
     const out = capture();
     const log = Logger.create({ out: out.stream, format: 'json', now: fixedClock });
     log.child({ database: 'app', phase: 'restore' }).error('failed', { attempt: 2 });
-    expect(JSON.parse(out.text())).toEqual({ ts: '2026-11-24T10:00:00Z', level: 'error', database: 'app', phase: 'restore', msg: 'failed', attempt: 2 });
+    expect(JSON.parse(out.text())).toEqual({ ts: '2026-11-24T10:00:00.123Z', level: 'error', database: 'app', phase: 'restore', msg: 'failed', attempt: 2 });
   });
 
   it('redacts known secrets in every line and format, including JSON-escaped ones', () => {

@@ -146,14 +146,16 @@ export class Logger {
   }
 
   private render(level: LogLevel, msg: string, fields: LogFields): string {
-    const ts = this.state.now().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const iso = this.state.now().toISOString();
     const { database, phase } = this.context;
     if (this.state.format === 'json') {
+      // Machines read JSON lines: milliseconds, to time phases and join lines with other logs.
+      const ts = iso;
       const obj: Record<string, unknown> = { ts, level, ...(database ? { database } : {}), ...(phase ? { phase } : {}), msg };
       for (const [k, v] of Object.entries(fields)) if (v !== undefined && !(k in obj)) obj[k] = v;
       return JSON.stringify(obj);
     }
-    const parts = [ts, ICONS[level]];
+    const parts = [iso.replace(/\.\d{3}Z$/, 'Z'), ICONS[level]];
     if (database) parts.push(`[${database}]`);
     if (phase) parts.push(`[${phase}]`);
     parts.push(msg);
