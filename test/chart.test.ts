@@ -169,7 +169,8 @@ describe('the Job', () => {
     const spec = loadSpecFile(FULL);
     const { objects } = synth(spec);
     const job = one(objects, 'Job');
-    expect(job.spec).toMatchObject({ activeDeadlineSeconds: 14400, backoffLimit: 0, ttlSecondsAfterFinished: 3600 });
+    // (backoffLimit: 0 is raised for backoffLimitPerIndex; see the Indexed Job tests)
+    expect(job.spec).toMatchObject({ activeDeadlineSeconds: 14400, ttlSecondsAfterFinished: 3600 });
     const pod = job.spec.template.spec;
     const c = pod.containers[0];
     expect(c.resources).toEqual({ requests: { cpu: '500m', memory: '512Mi' }, limits: { cpu: '2', memory: '4Gi' } });
@@ -196,6 +197,20 @@ describe('the Job', () => {
     expect(job.spec.completions).toBe(3);
     expect(job.spec.parallelism).toBe(2);
     expect(job.spec.backoffLimitPerIndex).toBe(1);
+  });
+
+  it('given job.backoffLimitPerIndex, when synthesized, then the Job-wide backoffLimit leaves every database its own retries', () => {
+    // full.yaml: backoffLimit 0, backoffLimitPerIndex 1, three enabled databases. Kubernetes ends the whole Job once
+    // more pods failed than backoffLimit, per-index limits or not: 0 would stop it at the first failure anywhere.
+    const job = one(synth(loadSpecFile(FULL)).objects, 'Job');
+    expect(job.spec.backoffLimit).toBe(3 * (1 + 1));
+    // a larger Job-wide limit is kept as written
+    const generous = parseSpec(readFileSync(FULL, 'utf8').replace('backoffLimit: 0', 'backoffLimit: 20'));
+    expect(one(synth(generous).objects, 'Job').spec.backoffLimit).toBe(20);
+    // and without per-index retries, backoffLimit is exactly the spec's
+    const plain = parseSpec(readFileSync(FULL, 'utf8').replace('  backoffLimitPerIndex: 1\n', ''));
+    expect(one(synth(plain).objects, 'Job').spec).toMatchObject({ backoffLimit: 0 });
+    expect(one(synth(plain).objects, 'Job').spec).not.toHaveProperty('backoffLimitPerIndex');
   });
 
   it('given no job.parallelism (the example), when synthesized, then the Job is a plain one-pod Job', () => {

@@ -148,7 +148,8 @@ export const migrationSpecSchema = z.strictObject({
     parallelism: positiveInt().max(100).optional()
       .describe('Scale out: an Indexed Job whose pods each migrate one database, this many at once. @default - one pod migrates every database'),
     backoffLimitPerIndex: nonNegativeInt().optional()
-      .describe('With parallelism: retries per database (index) instead of for the whole Job; Kubernetes 1.28 needs the JobBackoffLimitPerIndex feature gate.'),
+      .describe('With parallelism: retries per database (index) instead of for the whole Job; Kubernetes 1.28 needs the JobBackoffLimitPerIndex feature gate. '
+        + 'backoffLimit is then raised to at least (enabled databases) × (backoffLimitPerIndex + 1), so it never ends the Job before a database has used its own retries.'),
   }).prefault({}).describe('How the Kubernetes Job runs.'),
   migration: z.strictObject({
     dryRun: z.boolean().default(false).describe('Pre-flight and plan only; no data moves.'),
