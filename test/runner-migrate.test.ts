@@ -83,6 +83,18 @@ describe('runMigration', () => {
     // and statistics exist (ANALYZE ran)
     const [stats] = await destination.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stats WHERE schemaname = 'sales' AND tablename = 'orders'", 'shop');
     expect(stats.n).toBeGreaterThan(0);
+    // every table, partition and materialized view, not only some: and the partitioned parents' own statistics
+    const notAnalyzed = await destination.query<{ t: string }>(`
+      SELECT c.oid::regclass::text AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+      WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+        AND s.last_analyze IS NULL`, 'shop');
+    expect(notAnalyzed).toEqual([]);
+    const parents = await destination.query<{ t: string; stats: boolean }>(`
+      SELECT c.oid::regclass::text AS t, EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.inherited) AS stats
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p'`, 'shop');
+    expect(parents.length).toBeGreaterThan(0);
+    expect(parents.filter((p) => !p.stats)).toEqual([]);
     // the dumps are gone, the logs and summaries are written
     expect(readdirSync(t.config.paths.dumps)).toEqual([]);
     const log = readFileSync(join(t.config.paths.logs, 'migration.log'), 'utf8');

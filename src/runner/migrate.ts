@@ -418,12 +418,12 @@ async function migrateDatabase(
       record(db.name, { restoreSeconds });
       restoreLog.ok(`restored in ${formatDuration(restoreSeconds)} (${restored.totalItems} items in the dump${writeRuns > 1 ? `, ${writeRuns} attempts` : ''})`);
 
-      const [, analyzeSeconds] = await timed('analyze', () => withRetry(
-        () => analyzeDatabase(db, { ...destOpts, logger: log.child({ phase: 'analyze' }) }),
+      const [analyzed, analyzeSeconds] = await timed('analyze', () => withRetry(
+        () => analyzeDatabase(db, { ...destOpts, logger: log.child({ phase: 'analyze' }), jobs: m.restore.jobs }),
         { ...retry, phase: 'analyze', logger: log.child({ phase: 'analyze' }), timeoutSetting: 'migration.timeouts.restore' },
       ));
       record(db.name, { analyzeSeconds });
-      log.child({ phase: 'analyze' }).ok(`analyzed in ${formatDuration(analyzeSeconds)}`);
+      log.child({ phase: 'analyze' }).ok(`analyzed ${analyzed.tables} tables, ${Math.min(m.restore.jobs, Math.max(1, analyzed.tables))} at a time, in ${formatDuration(analyzeSeconds)}`);
     }
 
     if (m.verify !== 'none') {

@@ -14,6 +14,7 @@ import { runTool, withDeadline } from './exec';
 import type { Logger } from './log';
 import type { PhaseRunOptions } from './dump';
 import { commandEnv, formatCommand, type DatabasePlan } from './plan';
+import { analyzeTables, analyzeTargets } from './analyze';
 import { readDestinationState, writeMarker, type MigrationMarker } from './marker';
 import { countTocEntries, RestoreProgress, startRestoreProgress } from './progress';
 
@@ -165,16 +166,37 @@ export async function restoreDatabase(db: DatabasePlan, opts: PhaseRunOptions & 
   return { seconds: (Date.now() - started) / 1000, items: progress.done, totalItems };
 }
 
-/** ANALYZE of the whole destination database, bounded by statement_timeout and the phase deadline. */
-export async function analyzeDatabase(db: DatabasePlan, opts: DestinationOptions & { readonly timeoutMs: number }): Promise<{ seconds: number }> {
+/**
+ * ANALYZE of the whole destination database, `jobs` tables at a time (analyze.ts), bounded by statement_timeout
+ * and the phase deadline.
+ */
+export async function analyzeDatabase(
+  db: DatabasePlan, opts: DestinationOptions & { readonly timeoutMs: number; readonly jobs: number },
+): Promise<{ seconds: number; tables: number }> {
   const started = Date.now();
+  let tables = 0;
   await withDeadline('ANALYZE', 'analyze', opts, async (signal) => {
-    const client = await connect(db.destination, opts.env, { readOnly: false, connectTimeoutSeconds: opts.connectTimeoutSeconds });
-    await closeOnAbort(client, signal, async () => {
-      // The server stops on its own at the deadline even if this process cannot tell it to.
-      await client.query(`SET statement_timeout = ${Math.max(1, Math.round(opts.timeoutMs))}`);
-      await client.query('ANALYZE');
-    });
+    const sessions: Client[] = [];
+    const stop = () => { for (const c of sessions) c.end().catch(() => undefined); };
+    signal.addEventListener('abort', stop, { once: true });
+    try {
+      const open = async () => {
+        const c = await connect(db.destination, opts.env, { readOnly: false, connectTimeoutSeconds: opts.connectTimeoutSeconds });
+        sessions.push(c);
+        if (signal.aborted) stop();
+        // The server stops on its own at the deadline even if this process cannot tell it to.
+        await c.query(`SET statement_timeout = ${Math.max(1, Math.round(opts.timeoutMs))}`);
+        return c;
+      };
+      const first = await open();
+      const targets = await analyzeTargets(first);
+      tables = targets.tables.length + targets.partitionedParents.length;
+      const more = await Promise.all(Array.from({ length: Math.max(0, Math.min(opts.jobs, targets.tables.length) - 1) }, open));
+      await analyzeTables([first, ...more], targets);
+    } finally {
+      signal.removeEventListener('abort', stop);
+      await Promise.all(sessions.map((c) => c.end().catch(() => undefined)));
+    }
   });
-  return { seconds: (Date.now() - started) / 1000 };
+  return { seconds: (Date.now() - started) / 1000, tables };
 }

@@ -18,6 +18,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
+import { analyzeTables } from '../analyze';
 import { readSourceCatalog, type SourceCatalog, type TableToCopy } from './catalog';
 import { dropForeignKeysReferencing } from './clean';
 import { copyFormat } from './copy-format';
@@ -32,7 +33,7 @@ import { SourceSnapshot } from './snapshot';
 import { parseArchiveList } from './toc';
 import { dumpSchemaArchive, listArchive, restoreSection, type ToolContext } from './tools';
 import type { StreamOptions, StreamResult } from './types';
-import { drainQueue } from './work-queue';
+import { drainQueue } from '../work-queue';
 
 type CopyItem = { kind: 'table'; table: TableToCopy } | { kind: 'large-objects'; oids: readonly number[] };
 
@@ -192,14 +193,9 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
   }
 }
 
+/** The copied tables (largest first, as the catalog orders them), then the partitioned parents. */
 async function analyze(catalog: SourceCatalog, writers: readonly Client[], controller: AbortController): Promise<void> {
-  await drainQueue(catalog.tables, { workers: writers, controller }, async (t, w) => {
-    await w.query(`ANALYZE ${qualifiedName(t)}`);
-  });
-  // Partitioned parents last: their statistics sample the partitions.
-  if (catalog.partitionedParents.length) {
-    await writers[0].query(`ANALYZE ${catalog.partitionedParents.map(qualifiedName).join(', ')}`);
-  }
+  await analyzeTables(writers, { tables: catalog.tables.map(qualifiedName), partitionedParents: catalog.partitionedParents.map(qualifiedName) }, controller);
 }
 
 /** Runs `fn`; after `seconds` aborts the controller with `timeoutError`. */
