@@ -150,8 +150,7 @@ export class Logger {
     const { database, phase } = this.context;
     if (this.state.format === 'json') {
       // Machines read JSON lines: milliseconds, to time phases and join lines with other logs.
-      const ts = iso;
-      const obj: Record<string, unknown> = { ts, level, ...(database ? { database } : {}), ...(phase ? { phase } : {}), msg };
+      const obj: Record<string, unknown> = { ts: iso, level, ...(database ? { database } : {}), ...(phase ? { phase } : {}), msg };
       for (const [k, v] of Object.entries(fields)) if (v !== undefined && !(k in obj)) obj[k] = v;
       return JSON.stringify(obj);
     }

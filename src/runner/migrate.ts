@@ -423,7 +423,8 @@ async function migrateDatabase(
         { ...retry, phase: 'analyze', logger: log.child({ phase: 'analyze' }), timeoutSetting: 'migration.timeouts.restore' },
       ));
       record(db.name, { analyzeSeconds });
-      log.child({ phase: 'analyze' }).ok(`analyzed ${analyzed.tables} tables, ${Math.min(m.restore.jobs, Math.max(1, analyzed.tables))} at a time, in ${formatDuration(analyzeSeconds)}`);
+      log.child({ phase: 'analyze' }).ok(`analyzed ${analyzed.tables} tables and materialized views (system catalogs included), `
+        + `${Math.min(m.restore.jobs, Math.max(1, analyzed.tables))} at a time, in ${formatDuration(analyzeSeconds)}`);
     }
 
     if (m.verify !== 'none') {
