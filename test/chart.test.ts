@@ -139,7 +139,7 @@ describe('the Job', () => {
     const spec = loadSpecFile(EXAMPLE);
     const { objects } = synth(spec);
     const job = one(objects, 'Job');
-    expect(Object.keys(job.spec).sort()).toEqual(['activeDeadlineSeconds', 'backoffLimit', 'template', 'ttlSecondsAfterFinished']);
+    expect(Object.keys(job.spec).sort()).toEqual(['activeDeadlineSeconds', 'backoffLimit', 'podFailurePolicy', 'template', 'ttlSecondsAfterFinished']);
     expect(job.spec.activeDeadlineSeconds).toBe(7200);
     expect(job.spec.backoffLimit).toBe(2);
     expect(job.spec.ttlSecondsAfterFinished).toBe(86400);
@@ -211,6 +211,15 @@ describe('the Job', () => {
     const plain = parseSpec(readFileSync(FULL, 'utf8').replace('  backoffLimitPerIndex: 1\n', ''));
     expect(one(synth(plain).objects, 'Job').spec).toMatchObject({ backoffLimit: 0 });
     expect(one(synth(plain).objects, 'Job').spec).not.toHaveProperty('backoffLimitPerIndex');
+  });
+
+  it('given any spec, when synthesized, then a pod evicted, preempted or drained away does not use up backoffLimit', () => {
+    // its replacement resumes where it stopped; the Job controller sets DisruptionTarget on such pods
+    for (const file of [EXAMPLE, FULL]) {
+      const job = one(synth(loadSpecFile(file)).objects, 'Job');
+      expect(job.spec.podFailurePolicy, file).toEqual({ rules: [{ action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] }] });
+      expect(job.spec.template.spec.restartPolicy, 'podFailurePolicy needs restartPolicy Never').toBe('Never');
+    }
   });
 
   it('given no job.parallelism (the example), when synthesized, then the Job is a plain one-pod Job', () => {

@@ -126,6 +126,7 @@ export class MigrationJob extends Construct {
         activeDeadlineSeconds: job.activeDeadlineSeconds,
         ttlSecondsAfterFinished: job.ttlSecondsAfterFinished,
         ...scaleOut(spec),
+        podFailurePolicy: podFailurePolicy(),
         template: {
           metadata: {
             labels,
@@ -181,6 +182,16 @@ function scaleOut(spec: MigrationSpec): Pick<k8s.JobSpec, 'completionMode' | 'co
       ? { backoffLimitPerIndex, backoffLimit: Math.max(backoffLimit, completions * (backoffLimitPerIndex + 1)) }
       : { backoffLimit }),
   };
+}
+
+/**
+ * How the Job counts a failed pod (podFailurePolicy: beta and on by default since Kubernetes 1.26; it needs
+ * restartPolicy Never, which the pod has): a pod evicted, preempted or drained away (condition
+ * DisruptionTarget) does not use up backoffLimit, since its replacement resumes where it stopped. Every other
+ * failure counts as usual.
+ */
+function podFailurePolicy(): k8s.PodFailurePolicy {
+  return { rules: [{ action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] }] };
 }
 
 function nonEmpty<T>(items: readonly T[]): T[] | undefined {
