@@ -40,17 +40,23 @@ describe('migrating the shared sample databases', () => {
     await Promise.all([source?.destroy(), destination?.destroy()]);
   });
 
-  it('migrates pagila, chinook and northwind and every table and sequence arrives identical', async () => {
-    // given a spec naming the three databases and a Secret manifests file with the passwords
-    const spec = join(work, 'samples.yaml');
+  /** A spec naming the three databases (destination names with `suffix`), with `migration` as given. */
+  const writeSpec = (file: string, migration: string, suffix = ''): string => {
+    const spec = join(work, file);
     writeFileSync(spec, `namespace: samples
 defaults:
   source:      { host: 127.0.0.1, port: ${source.port}, username: postgres, password: { secret: pg, key: source } }
   destination: { host: 127.0.0.1, port: ${destination.port}, username: postgres, password: { secret: pg, key: destination } }
-migration: { restore: { noOwner: false }, retries: { attempts: 1 }, verify: checksums }
+migration: ${migration}
 databases:
-${DATABASES.map((d) => `  - { name: ${d.name}, source: { database: ${d.database} }, destination: { database: ${d.database} } }`).join('\n')}
+${DATABASES.map((d) => `  - { name: ${d.name}, source: { database: ${d.database} }, destination: { database: ${d.database}${suffix} } }`).join('\n')}
 `);
+    return spec;
+  };
+
+  it('migrates pagila, chinook and northwind and every table and sequence arrives identical', async () => {
+    // given a spec naming the three databases and a Secret manifests file with the passwords
+    const spec = writeSpec('samples.yaml', '{ restore: { noOwner: false }, retries: { attempts: 1 }, verify: checksums }');
     const secrets = join(work, 'secrets.yaml');
     writeFileSync(secrets, `apiVersion: v1
 kind: Secret
@@ -92,15 +98,8 @@ stringData: { source: "${source.superPassword}", destination: "${destination.sup
 
   it('streams them as well (mode: stream, 3 COPY workers, verify: checksums): the same data, nothing on the dumps volume', async () => {
     // given the same three databases, streamed into databases of other names on the same destination
-    const spec = join(work, 'samples-stream.yaml');
-    writeFileSync(spec, `namespace: samples
-defaults:
-  source:      { host: 127.0.0.1, port: ${source.port}, username: postgres, password: { secret: pg, key: source } }
-  destination: { host: 127.0.0.1, port: ${destination.port}, username: postgres, password: { secret: pg, key: destination } }
-migration: { mode: stream, copy: { jobs: 3 }, restore: { noOwner: false, jobs: 2 }, retries: { attempts: 1 }, verify: checksums }
-databases:
-${DATABASES.map((d) => `  - { name: ${d.name}, source: { database: ${d.database} }, destination: { database: ${d.database}_streamed } }`).join('\n')}
-`);
+    const spec = writeSpec('samples-stream.yaml',
+      '{ mode: stream, copy: { jobs: 3 }, restore: { noOwner: false, jobs: 2 }, retries: { attempts: 1 }, verify: checksums }', '_streamed');
     const secrets = join(work, 'secrets.yaml');
 
     // when the operator runs migrate
