@@ -1,7 +1,8 @@
 /**
  * verify: checksums through runMigration on real PostgreSQL 15 servers: the source side is checksummed in the
  * snapshot the data was copied from (pg_dump --snapshot in dump mode, the stream's snapshot in stream mode),
- * so writes on the source while the copy runs are not reported, while a changed destination row is.
+ * so writes on the source while the copy runs are not reported, while a changed destination row is. verify:
+ * counts in dump mode counts the source rows in the dump's snapshot the same way.
  */
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -76,5 +77,41 @@ describe.each(['dump', 'stream'] as const)('runMigration, mode %s, verify: check
     await destination.query(`UPDATE inventory.products SET name = name || '!' WHERE id = (SELECT min(id) FROM inventory.products)`, db);
     const altered = await verifyDatabase(t.config.databases[0], t.config, t.env);
     expect(altered.differences.filter((d) => d.schema === 'inventory').map((d) => `${d.kind} ${d.object}`)).toEqual(['checksum table products']);
+  });
+});
+
+describe('runMigration, mode dump, verify: counts', () => {
+  it('counts the source rows in the dump\'s snapshot: a row inserted on the source meanwhile is no difference', async () => {
+    // given a source database, and its dump held right after the snapshot was taken (pg_dump waits for a lock)
+    const db = 'shop_counts';
+    await createRealisticDatabase(source, db);
+    const t = makeRuntimeConfig({
+      source, destination,
+      databases: [{ name: 'shop', source: { database: db }, destination: { database: db } }],
+      migration: { mode: 'dump', verify: 'counts', retries: { attempts: 1, delaySeconds: 0 }, dump: { jobs: 2 } },
+    });
+    configs.push(t);
+    const blocker = await sessionOn(source, db);
+    await blocker.query('BEGIN; LOCK TABLE inventory.products IN ACCESS EXCLUSIVE MODE');
+    const out = captureOutput();
+    const run = runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream });
+    await waitForLockWait(source, 'db-migration%');
+
+    // when a row is inserted on the source (with its own id: no sequence moves), then the lock is released
+    const writer = await sessionOn(source, db);
+    await writer.query(`INSERT INTO public."café" (id, "名前", boisson, prix) VALUES (100001, 'später', 'Tee', 2.50)`);
+    await blocker.query('ROLLBACK');
+    const summary = await run;
+
+    // then the migration succeeds: the dump and the source counts are of the same snapshot
+    expect(summary.databases[0].differences).toBeUndefined();
+    expect(summary.databases[0]).toMatchObject({ status: 'migrated' });
+    expect(out.text()).toMatch(/\[dump\] source snapshot \S+ exported: pg_dump runs in it \(--snapshot\), and the source row counts \(verify: counts\) are read in it meanwhile/);
+    expect(out.text()).toMatch(/\[verify\] verified \(counts\): .* \(source rows counted in the dump's snapshot\), in /);
+    // and the copy is the snapshot's state (the insert came after it), so the check above is meaningful
+    expect(await destination.query(`SELECT 1 FROM public."café" WHERE id = 100001`, db)).toHaveLength(0);
+    // while a live count does see the row written since
+    const live = await verifyDatabase(t.config.databases[0], t.config, t.env);
+    expect(live.differences.map((d) => `${d.kind} ${d.object}`)).toEqual(['rows café']);
   });
 });

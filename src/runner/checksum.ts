@@ -170,6 +170,20 @@ export async function listLeafTables(client: Client, selection: TableSelection =
 }
 
 /**
+ * Exact row count of each leaf table of the selection, keyed by `"schema"."table"` (as verify keys them), one
+ * table after the other in the caller's transaction (see {@link withSnapshot}).
+ */
+export async function tableRowCounts(client: Client, selection: TableSelection = {}): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const t of await listLeafTables(client, selection)) {
+    const q = qualifiedName(t.schema, t.name);
+    const res = await client.query<{ n: string }>(`SELECT pg_catalog.count(*)::text AS n FROM ONLY ${q}`);
+    out.set(q, Number(res.rows[0].n));
+  }
+  return out;
+}
+
+/**
  * Row count and content checksum of each table, keyed by `"schema"."table"`. Tables that do not exist are
  * left out of the map (so comparing with the other side reports them). Runs in the caller's transaction
  * when there is one (see {@link withSnapshot}), else in a REPEATABLE READ READ ONLY transaction of its own.

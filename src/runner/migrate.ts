@@ -10,6 +10,7 @@
  * skips verified databases, resets half-restored ones and never touches anything it did not fill.
  */
 import { dirname } from 'node:path';
+import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
 import { connect, describeEndpoint } from './connection';
 import { dumpDatabase, removeDumpDir } from './dump';
@@ -36,7 +37,7 @@ import {
 } from './summary';
 import { streamDatabase, StreamTimeoutError, type StreamProgress, type StreamResult } from './stream';
 import { cancelRunningQuery, verifyDatabase } from './verify';
-import { exportSnapshot, releaseSnapshot, tableChecksums, withSnapshot, type TableChecksum } from './checksum';
+import { exportSnapshot, releaseSnapshot, tableChecksums, tableRowCounts, withSnapshot, type TableChecksum } from './checksum';
 import type { DumpResult, PhaseRunOptions } from './dump';
 import { applyDatabaseSettings, readDatabaseSettings } from './database-settings';
 import { describeRoleResult, migrateRoles, planRoles } from './roles';
@@ -392,13 +393,14 @@ async function migrateDatabase(
           await readIdentity('dump');
           const dumpOpts = { ...phaseOpts('dump'), timeoutMs: m.timeouts.dump * 1000, databaseBytes: facts?.sourceSizeBytes };
           if (!db.dumpInSnapshot) return dumpDatabase(db, dumpOpts);
-          const res = await dumpWithSourceChecksums(db, runtimeDb, config, dumpOpts);
+          const res = await dumpWithSourceFacts(db, runtimeDb, config, dumpOpts);
           sourceChecksums = res.checksums;
+          sourceRowCounts = res.rowCounts;
           return res;
         },
         {
           ...retry, phase: 'dump', logger: log.child({ phase: 'dump' }),
-          ...(db.dumpInSnapshot ? { timeoutSetting: 'migration.timeouts.dump (pg_dump) or migration.timeouts.verify (source checksums)' } : {}),
+          ...(db.dumpInSnapshot ? { timeoutSetting: `migration.timeouts.dump (pg_dump) or migration.timeouts.verify (source ${m.verify === 'checksums' ? 'checksums' : 'row counts'})` } : {}),
         },
       ));
       record(db.name, { dumpSeconds, dumpBytes: dump.bytes });
@@ -452,8 +454,10 @@ async function migrateDatabase(
         verifySeconds, rowsVerified: v.rowsVerified, tables: v.tables, objectsVerified: v.objects,
         ...(m.verify === 'checksums' ? { tablesChecksummed: v.checksummed } : {}),
       });
+      const snapshotName = m.mode === 'stream' ? "stream's" : "dump's";
       const checksummed = m.verify === 'checksums'
-        ? `, ${v.checksummed} tables checksummed (source side ${sourceChecksums ? `in the ${m.mode === 'stream' ? "stream's" : "dump's"} snapshot` : 'live'})` : '';
+        ? `, ${v.checksummed} tables checksummed (source side ${sourceChecksums ? `in the ${snapshotName} snapshot` : 'live'})`
+        : ` (source rows ${sourceRowCounts ? `counted in the ${snapshotName} snapshot` : 'counted live'})`;
       verifyLog.ok(`verified (${m.verify}): ${v.tables} tables, ${v.rowsVerified} rows${v.sequences !== undefined ? `, ${v.sequences} sequences` : ''} match; `
         + `${v.objects} inventory objects compared${checksummed}, in ${formatDuration(verifySeconds)}`);
     } else {
@@ -502,17 +506,17 @@ async function migrateDatabase(
 }
 
 /**
- * pg_dump in a snapshot the runner exports and holds, with the source checksums (verify: checksums) computed
- * in that same snapshot by a second session while pg_dump runs. Both read exactly the same state, so the
- * checksums describe what was dumped; the snapshot is released only once both are done. Concurrent rather
- * than after the dump: the checksum scan overlaps pg_dump's instead of adding to the phase. The checksums may
- * take at most timeouts.verify.
+ * Dump mode with verification: exports a snapshot on the source, runs pg_dump in it (--snapshot) and meanwhile
+ * reads the source side of verify in it on a session of its own (row counts for verify: counts, checksums for
+ * verify: checksums), so verify compares the destination with exactly what was dumped: writes on the source
+ * during the migration are not reported as loss. The snapshot is released when both are done.
  */
-async function dumpWithSourceChecksums(
+async function dumpWithSourceFacts(
   db: DatabasePlan, runtimeDb: RuntimeDatabase, config: RuntimeConfig, opts: PhaseRunOptions & { readonly databaseBytes?: number },
-): Promise<DumpResult & { checksums: Map<string, TableChecksum> }> {
+): Promise<DumpResult & { checksums?: Map<string, TableChecksum>; rowCounts?: Map<string, number> }> {
   const m = config.migration;
   const { env, signal, logger } = opts;
+  const what = m.verify === 'checksums' ? 'checksums' : 'row counts';
   const holder = await connect(db.source, env, { readOnly: true, connectTimeoutSeconds: m.timeouts.connect, applicationName: 'db-migration snapshot' });
   const stop = new AbortController();
   const onAbort = () => stop.abort();
@@ -523,29 +527,33 @@ async function dumpWithSourceChecksums(
   try {
     await holder.query('SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0');
     const snapshot = await exportSnapshot(holder);
-    logger.info(`source snapshot ${snapshot} exported: pg_dump runs in it (--snapshot), and the source checksums (verify: checksums) are computed in it meanwhile`);
+    logger.info(`source snapshot ${snapshot} exported: pg_dump runs in it (--snapshot), and the source ${what} (verify: ${m.verify}) are read in it meanwhile`);
     timer = setTimeout(() => { timedOut = true; stop.abort(); }, m.timeouts.verify * 1000);
-    const sums = checksumsInSnapshot(runtimeDb, config, env, snapshot, stop.signal);
-    sums.catch(() => undefined);
+    const selection = { schemas: m.dump.schemas, excludeSchemas: m.dump.excludeSchemas };
+    type Facts = { checksums?: Map<string, TableChecksum>; rowCounts?: Map<string, number> };
+    const facts = inSourceSnapshot<Facts>(runtimeDb, config, env, snapshot, stop.signal, `db-migration ${m.verify}`, async (client) => (m.verify === 'checksums'
+      ? { checksums: await tableChecksums(client, selection) }
+      : { rowCounts: await tableRowCounts(client, selection) }));
+    facts.catch(() => undefined);
     let dump: DumpResult;
     try {
       dump = await dumpDatabase(db, { ...opts, snapshot });
     } catch (err) {
       stop.abort();
-      await sums.catch(() => undefined);
+      await facts.catch(() => undefined);
       throw err;
     }
-    let checksums: Map<string, TableChecksum>;
+    let read: Facts;
     try {
-      checksums = await sums;
+      read = await facts;
     } catch (err) {
-      if (signal?.aborted) throw new ToolAbortedError('source checksums', [], Date.now() - started);
-      if (timedOut) throw new ToolTimeoutError('source checksums', 'dump', m.timeouts.verify * 1000, [], Date.now() - started);
+      if (signal?.aborted) throw new ToolAbortedError(`source ${what}`, [], Date.now() - started);
+      if (timedOut) throw new ToolTimeoutError(`source ${what}`, 'dump', m.timeouts.verify * 1000, [], Date.now() - started);
       throw err;
     }
     await releaseSnapshot(holder);
-    logger.info(`source checksums of ${checksums.size} tables taken in snapshot ${snapshot}; snapshot released`);
-    return { ...dump, checksums };
+    logger.info(`source ${what} of ${(read.checksums ?? read.rowCounts)!.size} tables taken in snapshot ${snapshot}; snapshot released`);
+    return { ...dump, ...read };
   } finally {
     if (timer) clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
@@ -553,16 +561,24 @@ async function dumpWithSourceChecksums(
   }
 }
 
-/**
- * Checksums of the source tables verify compares (its schema selection), read by a session of their own that
- * imports `snapshot`. Aborting `stop` cancels the running query and ends the session.
- */
+/** Checksums of the source tables verify compares (its schema selection), read in `snapshot` (see inSourceSnapshot). */
 async function checksumsInSnapshot(
   db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv, snapshot: string, stop: AbortSignal,
 ): Promise<Map<string, TableChecksum>> {
   const m = config.migration;
-  const connectOpts = { readOnly: true, connectTimeoutSeconds: m.timeouts.connect, applicationName: 'db-migration checksums' };
-  const client = await connect(db.source, env, connectOpts);
+  return inSourceSnapshot(db, config, env, snapshot, stop, 'db-migration checksums',
+    (client) => tableChecksums(client, { schemas: m.dump.schemas, excludeSchemas: m.dump.excludeSchemas }));
+}
+
+/**
+ * Runs `read` on a source session of its own that imports `snapshot`. Aborting `stop` cancels the running
+ * query and ends the session.
+ */
+async function inSourceSnapshot<T>(
+  db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv, snapshot: string, stop: AbortSignal, applicationName: string,
+  read: (client: Client) => Promise<T>,
+): Promise<T> {
+  const client = await connect(db.source, env, { readOnly: true, connectTimeoutSeconds: config.migration.timeouts.connect, applicationName });
   let stopping: Promise<void> | undefined;
   const onStop = () => {
     stopping = cancelRunningQuery(client, db.source).then(() => client.end()).catch(() => undefined);
@@ -571,7 +587,7 @@ async function checksumsInSnapshot(
   try {
     if (stop.aborted) throw new Error('stopped');
     await client.query('SET statement_timeout = 0');
-    return await withSnapshot(client, snapshot, () => tableChecksums(client, { schemas: m.dump.schemas, excludeSchemas: m.dump.excludeSchemas }));
+    return await withSnapshot(client, snapshot, () => read(client));
   } finally {
     stop.removeEventListener('abort', onStop);
     if (stopping) await stopping;

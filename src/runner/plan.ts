@@ -36,8 +36,8 @@ export interface DatabasePlan {
   readonly restoreRetry: ToolCommand;
   readonly verify: MigrationOptions['verify'];
   /**
-   * Dump mode with verify: checksums: pg_dump runs in a snapshot the runner exports (`--snapshot=<id>` added to
-   * `dump` at run time), and the source checksums are computed in that same snapshot.
+   * Dump mode with verification: pg_dump runs in a snapshot the runner exports (`--snapshot=<id>` added to
+   * `dump` at run time), and the source side of verify (row counts, or checksums) is read in that same snapshot.
    */
   readonly dumpInSnapshot: boolean;
   /** Stream mode: the schema commands the stream engine runs (snapshot and archive named at run time). */
@@ -184,7 +184,7 @@ export function buildPlan(config: RuntimeConfig, opts: PlanOptions = {}): Migrat
       restore: restoreCommand(db, dumpDir, options, binDir),
       restoreRetry: restoreCommand(db, dumpDir, options, binDir, { cleanFirst: true }),
       verify: options.verify,
-      dumpInSnapshot: options.mode === 'dump' && options.verify === 'checksums',
+      dumpInSnapshot: options.mode === 'dump' && options.verify !== 'none',
       ...(options.mode === 'stream' ? { stream: streamPlan(db, config, binDir) } : {}),
     };
   });
