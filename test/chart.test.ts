@@ -207,6 +207,9 @@ describe('the Job', () => {
     // a larger Job-wide limit is kept as written
     const generous = parseSpec(readFileSync(FULL, 'utf8').replace('backoffLimit: 0', 'backoffLimit: 20'));
     expect(one(synth(generous).objects, 'Job').spec.backoffLimit).toBe(20);
+    // and never above what Kubernetes stores (an int32)
+    const huge = parseSpec(readFileSync(FULL, 'utf8').replace('backoffLimitPerIndex: 1', 'backoffLimitPerIndex: 2147483647'));
+    expect(one(synth(huge).objects, 'Job').spec.backoffLimit).toBe(2147483647);
     // and without per-index retries, backoffLimit is exactly the spec's
     const plain = parseSpec(readFileSync(FULL, 'utf8').replace('  backoffLimitPerIndex: 1\n', ''));
     expect(one(synth(plain).objects, 'Job').spec).toMatchObject({ backoffLimit: 0 });

@@ -14,6 +14,9 @@ import { CONTAINER_PATHS, secretUses } from '../spec/runtime-config';
 import type { MigrationSpec } from '../spec/schema';
 import { migrationLabels, resourceNames } from './labels';
 
+/** The largest backoffLimit Kubernetes stores (an int32). */
+const INT32_MAX = 2_147_483_647;
+
 /** Pod template annotations that change when the runner or its config does, so `kubectl diff` shows it. */
 export const RUNNER_SHA256_ANNOTATION = 'db-migration/runner-sha256';
 export const CONFIG_SHA256_ANNOTATION = 'db-migration/config-sha256';
@@ -179,7 +182,7 @@ function scaleOut(spec: MigrationSpec): Pick<k8s.JobSpec, 'completionMode' | 'co
     completions,
     parallelism,
     ...(backoffLimitPerIndex !== undefined
-      ? { backoffLimitPerIndex, backoffLimit: Math.max(backoffLimit, completions * (backoffLimitPerIndex + 1)) }
+      ? { backoffLimitPerIndex, backoffLimit: Math.min(INT32_MAX, Math.max(backoffLimit, completions * (backoffLimitPerIndex + 1))) }
       : { backoffLimit }),
   };
 }

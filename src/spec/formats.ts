@@ -57,6 +57,11 @@ export function nonNegativeInt(what = 'a whole number, 0 or more') {
   return z.number({ message: `must be ${what}` }).int({ message: `must be ${what}` }).nonnegative({ message: `must be ${what}` });
 }
 
+/** A Kubernetes int32 field (backoffLimit, ttlSecondsAfterFinished, ...): the API server refuses larger values. */
+export function int32(n: z.ZodNumber) {
+  return n.max(2_147_483_647, { message: 'must be at most 2147483647 (a Kubernetes int32)' });
+}
+
 export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
 
 /** Options that would put a password or a full connection string on a command line. */

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import {
-  dnsLabel, dnsSubdomain, FORBIDDEN_EXTRA_ARG, labelValue, nonNegativeInt, positiveInt, qualifiedName, quantity, SSL_MODES,
+  dnsLabel, dnsSubdomain, FORBIDDEN_EXTRA_ARG, int32, labelValue, nonNegativeInt, positiveInt, qualifiedName, quantity, SSL_MODES,
 } from './formats';
 
 /** A key of an existing Kubernetes Secret. The only way a password or certificate enters the spec. */
@@ -122,8 +122,8 @@ export const migrationSpecSchema = z.strictObject({
   }).prefault({}).describe('The helper image the Job runs.'),
   job: z.strictObject({
     activeDeadlineSeconds: positiveInt().default(7200).describe('Hard limit for the whole Job, in seconds (Job spec.activeDeadlineSeconds).'),
-    backoffLimit: nonNegativeInt().default(2).describe('Pod retries before the Job fails (Job spec.backoffLimit); a retried pod resumes safely.'),
-    ttlSecondsAfterFinished: nonNegativeInt().default(86400).describe('Seconds a finished Job (and its pod logs) is kept (Job spec.ttlSecondsAfterFinished).'),
+    backoffLimit: int32(nonNegativeInt()).default(2).describe('Pod retries before the Job fails (Job spec.backoffLimit); a retried pod resumes safely.'),
+    ttlSecondsAfterFinished: int32(nonNegativeInt()).default(86400).describe('Seconds a finished Job (and its pod logs) is kept (Job spec.ttlSecondsAfterFinished).'),
     resources: z.strictObject({
       requests: resourceList('250m', '256Mi').prefault({}),
       limits: resourceList('1000m', '1Gi').prefault({}),
@@ -147,7 +147,7 @@ export const migrationSpecSchema = z.strictObject({
     annotations: z.record(qualifiedName(), z.string()).default({}).describe('Extra annotations on the pod template.'),
     parallelism: positiveInt().max(100).optional()
       .describe('Scale out: an Indexed Job whose pods each migrate one database, this many at once. @default - one pod migrates every database'),
-    backoffLimitPerIndex: nonNegativeInt().optional()
+    backoffLimitPerIndex: int32(nonNegativeInt()).optional()
       .describe('With parallelism: retries per database (index) instead of for the whole Job; Kubernetes 1.28 needs the JobBackoffLimitPerIndex feature gate. '
         + 'backoffLimit is then raised to at least (enabled databases) × (backoffLimitPerIndex + 1), so it never ends the Job before a database has used its own retries.'),
   }).prefault({}).describe('How the Kubernetes Job runs.'),
