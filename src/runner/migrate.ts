@@ -509,7 +509,8 @@ async function migrateDatabase(
  * Dump mode with verification: exports a snapshot on the source, runs pg_dump in it (--snapshot) and meanwhile
  * reads the source side of verify in it on a session of its own (row counts for verify: counts, checksums for
  * verify: checksums), so verify compares the destination with exactly what was dumped: writes on the source
- * during the migration are not reported as loss. The snapshot is released when both are done.
+ * during the migration are not reported as loss. The snapshot is released when both are done; the source side
+ * may take at most timeouts.verify.
  */
 async function dumpWithSourceFacts(
   db: DatabasePlan, runtimeDb: RuntimeDatabase, config: RuntimeConfig, opts: PhaseRunOptions & { readonly databaseBytes?: number },
