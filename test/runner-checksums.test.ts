@@ -31,23 +31,33 @@ afterAll(async () => {
 
 const sessionOn = (server: PgServer, database: string) => superuserSession(server, database, clients);
 
+/**
+ * A realistic source database `db` being migrated, held just after its snapshot was taken: a session locks
+ * inventory.products, so pg_dump (or the stream's lock) waits; writes made now come after the snapshot.
+ * Rolling back `blocker` lets the migration go on.
+ */
+async function migrationHeldAfterSnapshot(db: string, mode: 'dump' | 'stream', verify: 'counts' | 'checksums') {
+  await createRealisticDatabase(source, db);
+  const t = makeRuntimeConfig({
+    source, destination,
+    databases: [{ name: 'shop', source: { database: db }, destination: { database: db } }],
+    migration: { mode, verify, retries: { attempts: 1, delaySeconds: 0 }, dump: { jobs: 2 } },
+  });
+  configs.push(t);
+  const blocker = await sessionOn(source, db);
+  await blocker.query('BEGIN; LOCK TABLE inventory.products IN ACCESS EXCLUSIVE MODE');
+  const out = captureOutput();
+  const run = runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream });
+  await waitForLockWait(source, 'db-migration%');
+  return { t, blocker, out, run };
+}
+
 
 describe.each(['dump', 'stream'] as const)('runMigration, mode %s, verify: checksums', (mode) => {
   it('checksums the source in the copy\'s snapshot: rows updated and inserted on the source meanwhile are no difference', async () => {
     // given a source database, and its copy held right after the snapshot was taken (pg_dump waits for a lock)
     const db = `shop_${mode}`;
-    await createRealisticDatabase(source, db);
-    const t = makeRuntimeConfig({
-      source, destination,
-      databases: [{ name: 'shop', source: { database: db }, destination: { database: db } }],
-      migration: { mode, verify: 'checksums', retries: { attempts: 1, delaySeconds: 0 }, dump: { jobs: 2 } },
-    });
-    configs.push(t);
-    const blocker = await sessionOn(source, db);
-    await blocker.query('BEGIN; LOCK TABLE inventory.products IN ACCESS EXCLUSIVE MODE');
-    const out = captureOutput();
-    const run = runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream });
-    await waitForLockWait(source, 'db-migration%');
+    const { t, blocker, out, run } = await migrationHeldAfterSnapshot(db, mode, 'checksums');
 
     // when the source is written to (rows updated, a row inserted with its own id: no sequence moves), then released
     const writer = await sessionOn(source, db);
@@ -84,18 +94,7 @@ describe('runMigration, mode dump, verify: counts', () => {
   it('counts the source rows in the dump\'s snapshot: a row inserted on the source meanwhile is no difference', async () => {
     // given a source database, and its dump held right after the snapshot was taken (pg_dump waits for a lock)
     const db = 'shop_counts';
-    await createRealisticDatabase(source, db);
-    const t = makeRuntimeConfig({
-      source, destination,
-      databases: [{ name: 'shop', source: { database: db }, destination: { database: db } }],
-      migration: { mode: 'dump', verify: 'counts', retries: { attempts: 1, delaySeconds: 0 }, dump: { jobs: 2 } },
-    });
-    configs.push(t);
-    const blocker = await sessionOn(source, db);
-    await blocker.query('BEGIN; LOCK TABLE inventory.products IN ACCESS EXCLUSIVE MODE');
-    const out = captureOutput();
-    const run = runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream });
-    await waitForLockWait(source, 'db-migration%');
+    const { t, blocker, out, run } = await migrationHeldAfterSnapshot(db, 'dump', 'counts');
 
     // when a row is inserted on the source (with its own id: no sequence moves), then the lock is released
     const writer = await sessionOn(source, db);
