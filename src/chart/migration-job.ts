@@ -128,7 +128,7 @@ export class MigrationJob extends Construct {
       spec: {
         activeDeadlineSeconds: job.activeDeadlineSeconds,
         ttlSecondsAfterFinished: job.ttlSecondsAfterFinished,
-        ...scaleOut(spec),
+        ...podsAndRetries(spec),
         podFailurePolicy: podFailurePolicy(),
         template: {
           metadata: {
@@ -164,16 +164,16 @@ export class MigrationJob extends Construct {
 }
 
 /**
- * job.parallelism: an Indexed Job with one completion per enabled database, in spec order; the Job controller
- * gives each pod its index as JOB_COMPLETION_INDEX. backoffLimit counts failures of the whole Job; with
- * job.backoffLimitPerIndex each database gets its own retries instead (alpha in Kubernetes 1.28, behind the
- * JobBackoffLimitPerIndex feature gate: a server without it ignores the field). The Job-wide backoffLimit still
- * applies alongside it, counting every index's failures together, so it is raised to at least what all indexes
- * may use (completions × (backoffLimitPerIndex + 1)): it never cuts a database's own retries short, and on a
- * server without the gate it is the whole Job's retry budget. Without parallelism: one pod migrates every
- * database (Kubernetes' defaults).
+ * How many pods and how many retries. job.parallelism: an Indexed Job with one completion per enabled
+ * database, in spec order; the Job controller gives each pod its index as JOB_COMPLETION_INDEX. backoffLimit
+ * counts failures of the whole Job; with job.backoffLimitPerIndex each database gets its own retries instead
+ * (alpha in Kubernetes 1.28, behind the JobBackoffLimitPerIndex feature gate: a server without it ignores the
+ * field). The Job-wide backoffLimit still applies alongside it, counting every index's failures together, so
+ * it is raised to at least what all indexes may use (completions × (backoffLimitPerIndex + 1)): it never cuts
+ * a database's own retries short, and on a server without the gate it is the whole Job's retry budget.
+ * Without parallelism: one pod migrates every database (Kubernetes' defaults).
  */
-function scaleOut(spec: MigrationSpec): Pick<k8s.JobSpec, 'completionMode' | 'completions' | 'parallelism' | 'backoffLimit' | 'backoffLimitPerIndex'> {
+function podsAndRetries(spec: MigrationSpec): Pick<k8s.JobSpec, 'completionMode' | 'completions' | 'parallelism' | 'backoffLimit' | 'backoffLimitPerIndex'> {
   const { parallelism, backoffLimit, backoffLimitPerIndex } = spec.job;
   if (parallelism === undefined) return { backoffLimit };
   const completions = spec.databases.filter((d) => d.enabled).length;
