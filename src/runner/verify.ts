@@ -58,7 +58,8 @@ export interface VerifyOptions {
   readonly sourceChecksums?: ReadonlyMap<string, TableChecksum>;
   /**
    * Exact source row counts taken in the copy's snapshot, by quoted "schema"."name" (stream mode: COPY TO's
-   * command tags). Those tables are then counted on the destination only.
+   * command tags; dump mode: counted in pg_dump's snapshot while it ran). Those tables are then counted on the
+   * destination only.
    * @default - counted now on the live source
    */
   readonly sourceRowCounts?: ReadonlyMap<string, number>;
@@ -146,7 +147,7 @@ export async function verifyDatabase(
         // An unpopulated materialized view cannot be read; whether it holds data is compared by the inventory.
         if (rel.kind === 'm' && (!rel.populated || !other.populated)) continue;
         const sql = `SELECT count(*)::text AS n FROM ${rel.kind === 'r' ? 'ONLY ' : ''}${q}`;
-        // Counts taken in the copy's snapshot (the stream's COPY TO tags, or the source checksums' row counts):
+        // Counts taken in the copy's snapshot (the stream's COPY TO tags, counts or checksums read in pg_dump's):
         // rows written to the source since are not reported as differences, and the source is not read again.
         const snapshotRows = rel.kind === 'r' ? opts.sourceRowCounts?.get(q) ?? opts.sourceChecksums?.get(q)?.rows : undefined;
         tasks.push(async (s, d) => {
