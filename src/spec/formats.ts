@@ -1,8 +1,20 @@
 /**
  * Value formats shared by the spec schema: Kubernetes names and quantities, libpq settings.
  * Each check carries the wording users see when a value does not fit.
+ *
+ * Written with zod/mini (tree-shakable functions instead of methods): the runner re-validates its runtime config
+ * with these schemas, and zod/mini keeps the bundle it carries in a ConfigMap small (the full zod build alone is
+ * ~450 KB minified). The English messages are those of full zod: its locale is configured here.
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import { en } from 'zod/locales';
+
+z.config(en());
+
+/** Attaches the description shown in the JSON Schema and the README's spec reference. */
+export function described<T extends z.ZodMiniType>(schema: T, description: string): T {
+  return schema.check(z.describe(description)) as T;
+}
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -12,27 +24,27 @@ export const QUANTITY = /^[+]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numk
 
 /** A DNS-1123 label (lower-case letters, digits, '-'), at most `max` characters. */
 export function dnsLabel(max = 63) {
-  return z
-    .string()
-    .max(max, { message: `must be at most ${max} characters (a DNS-1123 label)` })
-    .regex(DNS1123_LABEL, {
+  return z.string().check(
+    z.maxLength(max, { message: `must be at most ${max} characters (a DNS-1123 label)` }),
+    z.regex(DNS1123_LABEL, {
       message: 'must be a DNS-1123 label (lower-case letters, digits and "-", starting and ending with a letter or digit)',
-    });
+    }),
+  );
 }
 
 /** A DNS-1123 subdomain, as Kubernetes requires for Secret and ConfigMap names. */
 export function dnsSubdomain() {
-  return z
-    .string()
-    .max(253, { message: 'must be at most 253 characters (a DNS-1123 subdomain)' })
-    .regex(DNS1123_SUBDOMAIN, {
+  return z.string().check(
+    z.maxLength(253, { message: 'must be at most 253 characters (a DNS-1123 subdomain)' }),
+    z.regex(DNS1123_SUBDOMAIN, {
       message: 'must be a DNS-1123 subdomain (lower-case letters, digits, "-" and ".", e.g. db-migration-secrets)',
-    });
+    }),
+  );
 }
 
 /** A Kubernetes quantity such as 256Mi, 1Gi, 250m or 2. */
 export function quantity(example: string) {
-  return z.string().regex(QUANTITY, { message: `must be a Kubernetes quantity (e.g. ${example})` });
+  return z.string().check(z.regex(QUANTITY, { message: `must be a Kubernetes quantity (e.g. ${example})` }));
 }
 
 const SUFFIX: Record<string, number> = {
@@ -49,17 +61,23 @@ export function quantityValue(q: string): number {
   return Number(num) * SUFFIX[suffix];
 }
 
-export function positiveInt(what = 'a whole number greater than 0') {
-  return z.number({ message: `must be ${what}` }).int({ message: `must be ${what}` }).positive({ message: `must be ${what}` });
+/** A whole number greater than 0, at most `max` when given (with its own message, `maxMessage`). */
+export function positiveInt(what = 'a whole number greater than 0', max?: { value: number; message?: string }) {
+  const message = `must be ${what}`;
+  return z.number({ message }).check(z.int({ message }), z.positive({ message }), ...upTo(max));
 }
 
-export function nonNegativeInt(what = 'a whole number, 0 or more') {
-  return z.number({ message: `must be ${what}` }).int({ message: `must be ${what}` }).nonnegative({ message: `must be ${what}` });
+/** A whole number, 0 or more, at most `max` when given. */
+export function nonNegativeInt(what = 'a whole number, 0 or more', max?: { value: number; message?: string }) {
+  const message = `must be ${what}`;
+  return z.number({ message }).check(z.int({ message }), z.nonnegative({ message }), ...upTo(max));
 }
 
 /** A Kubernetes int32 field (backoffLimit, ttlSecondsAfterFinished, ...): the API server refuses larger values. */
-export function int32(n: z.ZodNumber) {
-  return n.max(2_147_483_647, { message: 'must be at most 2147483647 (a Kubernetes int32)' });
+export const INT32_MAX = { value: 2_147_483_647, message: 'must be at most 2147483647 (a Kubernetes int32)' } as const;
+
+function upTo(max: { value: number; message?: string } | undefined) {
+  return max === undefined ? [] : [z.maximum(max.value, max.message === undefined ? undefined : { message: max.message })];
 }
 
 export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
@@ -72,14 +90,14 @@ const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
 
 /** A label or annotation key: an optional DNS prefix and '/', then a name of at most 63 characters. */
 export function qualifiedName() {
-  return z.string().regex(QUALIFIED_NAME, {
+  return z.string().check(z.regex(QUALIFIED_NAME, {
     message: 'must be a Kubernetes label key (optional prefix/, then up to 63 letters, digits, "-", "_" or ".")',
-  });
+  }));
 }
 
 /** A Kubernetes label value: at most 63 letters, digits, "-", "_" or ".", or empty. */
 export function labelValue() {
-  return z.string().regex(LABEL_VALUE, {
+  return z.string().check(z.regex(LABEL_VALUE, {
     message: 'must be a Kubernetes label value (at most 63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit)',
-  });
+  }));
 }

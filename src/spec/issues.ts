@@ -1,7 +1,7 @@
 /**
  * Spec problems as users see them: `FILE:LINE:COL field.path: what is wrong (what is accepted)`.
  */
-import type { z } from 'zod';
+import type * as z from 'zod/mini';
 
 export interface SpecIssue {
   readonly file: string;
@@ -33,7 +33,7 @@ export function formatPath(path: readonly PropertyKey[]): string {
 }
 
 /** The accepted keys of the object schema at `path`, for "unknown field" messages. */
-export function acceptedKeys(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
+export function acceptedKeys(schema: z.ZodMiniType, path: readonly PropertyKey[]): string[] {
   let node: unknown = schema;
   for (const step of [...path, null]) {
     node = unwrap(node);

@@ -2,7 +2,7 @@
  * The JSON Schema of the spec, generated from the zod schema (the single source of truth), for editors that
  * use the YAML language server (`# yaml-language-server: $schema=./migration.schema.json`).
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { migrationSpecSchema } from './schema';
 
 export function specJsonSchema(): Record<string, unknown> {

@@ -4,11 +4,11 @@
  * by the names of the environment variables that carry them, and CA certificates by file paths. It holds no
  * secret value, and the runner re-validates it with this schema so a hand-edited ConfigMap is checked too.
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { quantityValue, SSL_MODES } from './formats';
 import { imageReference } from './image';
 import type { DatabaseSpec, MigrationSpec, SecretKeyRef } from './schema';
-import { migrationSpecSchema } from './schema';
+import { migrationSettingsSchema } from './schema';
 
 /** Where things live inside the Job's container. */
 export const CONTAINER_PATHS = {
@@ -36,36 +36,39 @@ export const CONTAINER_PATHS = {
  */
 export const RUNNER_NODE_OPTIONS = ['--max-semi-space-size=1', '--max-opt=2'] as const;
 
+const nonEmpty = () => z.string().check(z.minLength(1));
+
 const resolvedEndpointSchema = z.strictObject({
-  host: z.string().min(1),
-  port: z.number().int().min(1).max(65535),
-  database: z.string().min(1),
-  username: z.string().min(1),
+  host: nonEmpty(),
+  port: z.number().check(z.int(), z.minimum(1), z.maximum(65535)),
+  database: nonEmpty(),
+  username: nonEmpty(),
   sslmode: z.enum(SSL_MODES),
-  passwordEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/),
-  caCertFile: z.string().min(1).optional(),
+  passwordEnv: z.string().check(z.regex(/^[A-Z_][A-Z0-9_]*$/)),
+  caCertFile: z.optional(nonEmpty()),
 });
 
 export const runtimeConfigSchema = z.strictObject({
   apiVersion: z.literal('db-migration/v1'),
   kind: z.literal('RuntimeConfig'),
-  name: z.string().min(1),
-  namespace: z.string().min(1),
-  image: z.string().min(1),
-  migration: migrationSpecSchema.shape.migration.unwrap().required(),
-  storage: z.strictObject({ dumpsBytes: z.number().positive(), logsBytes: z.number().positive() }),
+  name: nonEmpty(),
+  namespace: nonEmpty(),
+  image: nonEmpty(),
+  // Every field of the section has a default, so a hand-edited config may leave any of them out, as the spec may.
+  migration: migrationSettingsSchema,
+  storage: z.strictObject({ dumpsBytes: z.number().check(z.positive()), logsBytes: z.number().check(z.positive()) }),
   paths: z.strictObject({
-    dumps: z.string().min(1),
-    logs: z.string().min(1),
-    tmp: z.string().min(1),
-    terminationLog: z.string().min(1).optional(),
+    dumps: nonEmpty(),
+    logs: nonEmpty(),
+    tmp: nonEmpty(),
+    terminationLog: z.optional(nonEmpty()),
   }),
   databases: z.array(z.strictObject({
-    name: z.string().min(1),
+    name: nonEmpty(),
     enabled: z.boolean(),
     source: resolvedEndpointSchema,
     destination: resolvedEndpointSchema,
-  })).min(1),
+  })).check(z.minLength(1)),
 });
 
 export type RuntimeConfig = z.infer<typeof runtimeConfigSchema>;

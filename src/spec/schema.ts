@@ -2,61 +2,67 @@
  * The migration spec (`migration.yaml`): the single source of truth for its types, defaults and the
  * generated JSON Schema (`migration.schema.json`). Every default here is the value operators used with the
  * hand-written manifests this tool replaces.
+ *
+ * zod/mini (see formats.ts): `z.optional(x)`, `z._default(x, v)` and `x.check(...)` in place of full zod's methods.
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import {
-  dnsLabel, dnsSubdomain, FORBIDDEN_EXTRA_ARG, int32, labelValue, nonNegativeInt, positiveInt, qualifiedName, quantity, SSL_MODES,
+  described as d, dnsLabel, dnsSubdomain, FORBIDDEN_EXTRA_ARG, INT32_MAX, labelValue, nonNegativeInt, positiveInt, qualifiedName, quantity,
+  SSL_MODES,
 } from './formats';
 
+const secretKeyShape = {
+  secret: d(dnsSubdomain(), 'Name of an existing Secret in the migration namespace.'),
+  key: d(z.string().check(
+    z.regex(/^[-._a-zA-Z0-9]+$/, { message: 'must be a Secret key (letters, digits, "-", "_" and ".")' }),
+    z.maxLength(253),
+  ), 'Key inside that Secret.'),
+};
+
 /** A key of an existing Kubernetes Secret. The only way a password or certificate enters the spec. */
-export const secretKeyRef = z.strictObject({
-  secret: dnsSubdomain().describe('Name of an existing Secret in the migration namespace.'),
-  key: z
-    .string()
-    .regex(/^[-._a-zA-Z0-9]+$/, { message: 'must be a Secret key (letters, digits, "-", "_" and ".")' })
-    .max(253)
-    .describe('Key inside that Secret.'),
-}).describe('Reference to a key of an existing Kubernetes Secret: { secret: NAME, key: KEY }.');
+export const secretKeyRef = d(z.strictObject(secretKeyShape), 'Reference to a key of an existing Kubernetes Secret: { secret: NAME, key: KEY }.');
 
 const LITERAL_PASSWORD =
   'a literal password is not allowed (passwords come only from Kubernetes Secrets: use { secret: NAME, key: KEY })';
 
 /** A password: a Secret reference. A literal string is refused with a message that shows the right form. */
-export const passwordRef = z.strictObject(secretKeyRef.shape, {
+export const passwordRef = d(z.strictObject(secretKeyShape, {
   error: (issue) => (issue.code === 'invalid_type' && (typeof issue.input === 'string' || typeof issue.input === 'number')
     ? LITERAL_PASSWORD
     : undefined),
-}).describe('Password: a { secret, key } reference to an existing Secret, never a literal.');
+}), 'Password: a { secret, key } reference to an existing Secret, never a literal.');
+
+const IDENTIFIER_MAX = { message: 'must be at most 63 bytes (a PostgreSQL identifier)' };
 
 /** Connection settings of one server; every field may also come from `defaults`. */
 const endpointFields = {
-  host: z.string().min(1).max(253).regex(/^[^\s/:@]+$|^\[[0-9a-fA-F:]+\]$/, {
+  host: d(z.string().check(z.minLength(1), z.maxLength(253), z.regex(/^[^\s/:@]+$|^\[[0-9a-fA-F:]+\]$/, {
     message: 'must be a host name or IP address (no scheme, port or credentials)',
-  }).describe('Host name or IP address of the server.'),
-  port: positiveInt('a TCP port (1-65535)').max(65535, { message: 'must be a TCP port (1-65535)' }).describe('TCP port.'),
-  database: z.string().min(1).max(63, { message: 'must be at most 63 bytes (a PostgreSQL identifier)' }).describe('Database name on this server.'),
-  username: z.string().min(1).max(63, { message: 'must be at most 63 bytes (a PostgreSQL identifier)' }).describe('Role to log in as.'),
-  password: passwordRef.describe('Password: a { secret, key } reference, never a literal.'),
-  sslmode: z.enum(SSL_MODES, { message: `must be one of ${SSL_MODES.join(', ')}` }).describe('libpq sslmode.'),
-  caCert: secretKeyRef.optional().describe('CA certificate (PEM) for sslmode verify-ca / verify-full, from a Secret; mounted read-only.'),
+  })), 'Host name or IP address of the server.'),
+  port: d(positiveInt('a TCP port (1-65535)', { value: 65535, message: 'must be a TCP port (1-65535)' }), 'TCP port.'),
+  database: d(z.string().check(z.minLength(1), z.maxLength(63, IDENTIFIER_MAX)), 'Database name on this server.'),
+  username: d(z.string().check(z.minLength(1), z.maxLength(63, IDENTIFIER_MAX)), 'Role to log in as.'),
+  password: d(passwordRef, 'Password: a { secret, key } reference, never a literal.'),
+  sslmode: d(z.enum(SSL_MODES, { message: `must be one of ${SSL_MODES.join(', ')}` }), 'libpq sslmode.'),
+  caCert: d(z.optional(secretKeyRef), 'CA certificate (PEM) for sslmode verify-ca / verify-full, from a Secret; mounted read-only.'),
 } as const;
 
 const endpointSchema = z.strictObject({
-  host: endpointFields.host.optional(),
-  port: endpointFields.port.optional(),
+  host: z.optional(endpointFields.host),
+  port: z.optional(endpointFields.port),
   database: endpointFields.database,
-  username: endpointFields.username.optional(),
-  password: endpointFields.password.optional(),
-  sslmode: endpointFields.sslmode.optional(),
+  username: z.optional(endpointFields.username),
+  password: z.optional(endpointFields.password),
+  sslmode: z.optional(endpointFields.sslmode),
   caCert: endpointFields.caCert,
 });
 
 const endpointDefaults = z.strictObject({
-  host: endpointFields.host.optional(),
-  port: endpointFields.port.default(5432),
-  username: endpointFields.username.optional(),
-  password: endpointFields.password.optional(),
-  sslmode: endpointFields.sslmode.default('prefer'),
+  host: z.optional(endpointFields.host),
+  port: z._default(endpointFields.port, 5432),
+  username: z.optional(endpointFields.username),
+  password: z.optional(endpointFields.password),
+  sslmode: z._default(endpointFields.sslmode, 'prefer'),
   caCert: endpointFields.caCert,
 });
 
@@ -69,29 +75,29 @@ export const RESERVED_LABELS = [
 const DB_LABEL = /^[a-z0-9][a-z0-9_-]*$/;
 
 const databaseSchema = z.strictObject({
-  name: z.string().max(48, { message: 'must be at most 48 characters' }).regex(DB_LABEL, {
+  name: d(z.string().check(z.maxLength(48, { message: 'must be at most 48 characters' }), z.regex(DB_LABEL, {
     message: 'must start with a lower-case letter or digit and contain only lower-case letters, digits, "_" and "-"',
-  }).describe('Label used in logs, reports and environment variable names.'),
-  enabled: z.boolean().default(true).describe('Set false to skip this database.'),
-  source: endpointSchema.describe('The server to copy from (merged over defaults.source).'),
-  destination: endpointSchema.describe('The server to copy to (merged over defaults.destination).'),
+  })), 'Label used in logs, reports and environment variable names.'),
+  enabled: d(z._default(z.boolean(), true), 'Set false to skip this database.'),
+  source: d(endpointSchema, 'The server to copy from (merged over defaults.source).'),
+  destination: d(endpointSchema, 'The server to copy to (merged over defaults.destination).'),
 });
 
-const extraArgs = z.array(z.string().refine((a) => !FORBIDDEN_EXTRA_ARG.test(a), {
+const extraArgs = (description: string) => d(z._default(z.array(z.string().check(z.refine((a) => !FORBIDDEN_EXTRA_ARG.test(a), {
   message: 'must not set connection options or passwords (host, port, user, database and password come from the spec)',
-})).default([]);
+}))), []), description);
 
-const resourceList = (cpu: string, memory: string) => z.strictObject({
-  cpu: quantity('250m or 1').default(cpu).describe('CPU (a Kubernetes quantity).'),
-  memory: quantity('256Mi or 1Gi').default(memory).describe('Memory (a Kubernetes quantity).'),
-});
+const resourceList = (cpu: string, memory: string) => z.prefault(z.strictObject({
+  cpu: d(z._default(quantity('250m or 1'), cpu), 'CPU (a Kubernetes quantity).'),
+  memory: d(z._default(quantity('256Mi or 1Gi'), memory), 'Memory (a Kubernetes quantity).'),
+}), {});
 
 const toleration = z.strictObject({
-  key: z.string().optional().describe('Taint key.'),
-  operator: z.enum(['Exists', 'Equal']).optional().describe('Exists or Equal.'),
-  value: z.string().optional().describe('Taint value (with Equal).'),
-  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional().describe('Taint effect to tolerate.'),
-  tolerationSeconds: z.number().int().optional().describe('For NoExecute: how long the pod stays bound.'),
+  key: d(z.optional(z.string()), 'Taint key.'),
+  operator: d(z.optional(z.enum(['Exists', 'Equal'])), 'Exists or Equal.'),
+  value: d(z.optional(z.string()), 'Taint value (with Equal).'),
+  effect: d(z.optional(z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute'])), 'Taint effect to tolerate.'),
+  tolerationSeconds: d(z.optional(z.number().check(z.int())), 'For NoExecute: how long the pod stays bound.'),
 });
 
 export const IMAGE_DEFAULTS = {
@@ -99,104 +105,117 @@ export const IMAGE_DEFAULTS = {
   tag: 'latest',
 } as const;
 
+/** `{}` is a valid value of the section: every field has a default. */
+const section = <T extends z.ZodMiniObject>(schema: T, description?: string) => {
+  const withDefaults = z.prefault(schema, {} as z.input<T>);
+  return description === undefined ? withDefaults : d(withDefaults, description);
+};
+
+const imageSchema = z.strictObject({
+  repository: d(z._default(z.string().check(z.minLength(1), z.regex(/^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, {
+    message: 'must be an image repository such as ghcr.io/org/image (lower case, no tag)',
+  })), IMAGE_DEFAULTS.repository), 'Image repository with node >= 20 and PostgreSQL client tools.'),
+  tag: d(z._default(z.string().check(z.regex(/^[\w][\w.-]{0,127}$/, { message: 'must be an image tag such as 1.2.3 or latest' })), IMAGE_DEFAULTS.tag),
+    'Image tag.'),
+  digest: d(z.optional(z.string().check(z.regex(/^sha256:[a-f0-9]{64}$/, { message: 'must be sha256:<64 hex digits>' }))),
+    'Image digest; when set it pins the image instead of the tag.'),
+  registry: d(z._default(z.string().check(z.regex(/^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]+)?(\/[a-z0-9._-]+)*$/, {
+    message: 'must be a registry host such as your-registry.company.com (optionally with :port or /path), or ""',
+  })), ''), 'Airgapped registry: replaces the registry host of every image. "" keeps it.'),
+  pullPolicy: d(z._default(z.enum(['Always', 'IfNotPresent', 'Never']), 'IfNotPresent'), 'imagePullPolicy.'),
+  pullSecrets: d(z._default(z.array(dnsSubdomain()), []), 'Names of existing image pull Secrets.'),
+});
+
+const jobSchema = z.strictObject({
+  activeDeadlineSeconds: d(z._default(positiveInt(), 7200), 'Hard limit for the whole Job, in seconds (Job spec.activeDeadlineSeconds).'),
+  backoffLimit: d(z._default(nonNegativeInt(undefined, INT32_MAX), 2), 'Pod retries before the Job fails (Job spec.backoffLimit); a retried pod resumes safely.'),
+  ttlSecondsAfterFinished: d(z._default(nonNegativeInt(undefined, INT32_MAX), 86400), 'Seconds a finished Job (and its pod logs) is kept (Job spec.ttlSecondsAfterFinished).'),
+  resources: section(z.strictObject({
+    requests: resourceList('250m', '256Mi'),
+    limits: resourceList('1000m', '1Gi'),
+  }), 'Container resources.'),
+  storage: section(z.strictObject({
+    dumps: d(z._default(quantity('30Gi'), '30Gi'), 'emptyDir size limit for dumps.'),
+    logs: d(z._default(quantity('1Gi'), '1Gi'), 'emptyDir size limit for logs.'),
+    tmp: d(z._default(quantity('256Mi'), '256Mi'), 'emptyDir size limit for /tmp.'),
+  }), 'emptyDir size limits.'),
+  nodeSelector: d(z._default(z.record(qualifiedName(), labelValue()), {}), 'Pod nodeSelector.'),
+  tolerations: d(z._default(z.array(toleration), []), 'Pod tolerations.'),
+  priorityClassName: d(z.optional(z.string()), 'Pod priorityClassName.'),
+  securityContext: section(z.strictObject({
+    runAsUser: d(z._default(positiveInt('a non-root UID (1 or more)'), 1000), 'Pod runAsUser (never 0).'),
+    runAsGroup: d(z._default(positiveInt('a GID (1 or more)'), 1000), 'Pod runAsGroup.'),
+    fsGroup: d(z._default(positiveInt('a GID (1 or more)'), 1000), 'Pod fsGroup: owner group of the volumes.'),
+  }), 'Pod identity; always non-root.'),
+  networkPolicy: section(z.strictObject({
+    enabled: d(z._default(z.boolean(), false), 'When on: no ingress; egress only to the database ports and DNS.'),
+  })),
+  annotations: d(z._default(z.record(qualifiedName(), z.string()), {}), 'Extra annotations on the pod template.'),
+  parallelism: d(z.optional(positiveInt(undefined, { value: 100 })),
+    'Scale out: an Indexed Job whose pods each migrate one database, this many at once. @default - one pod migrates every database'),
+  backoffLimitPerIndex: d(z.optional(nonNegativeInt(undefined, INT32_MAX)),
+    'With parallelism: retries per database (index) instead of for the whole Job; Kubernetes 1.28 needs the JobBackoffLimitPerIndex feature gate. '
+    + 'backoffLimit is then raised to at least (enabled databases) × (backoffLimitPerIndex + 1), so it never ends the Job before a database has used its own retries.'),
+});
+
+/** How the runner migrates: the `migration` section, which the runner re-validates in its runtime config. */
+export const migrationSettingsSchema = z.strictObject({
+  dryRun: d(z._default(z.boolean(), false), 'Pre-flight and plan only; no data moves.'),
+  verbose: d(z._default(z.boolean(), false), 'Log commands and the tools\' own output.'),
+  logFormat: d(z._default(z.enum(['text', 'json']), 'text'), 'text for people, json (one object a line) for log collectors.'),
+  timeouts: section(z.strictObject({
+    connect: d(z._default(positiveInt(), 10), 'Seconds to wait for a connection.'),
+    dump: d(z._default(positiveInt(), 3600), 'Seconds per database for the dump.'),
+    restore: d(z._default(positiveInt(), 3600), 'Seconds per database for the restore.'),
+    verify: d(z._default(positiveInt(), 1800), 'Seconds per database for verification.'),
+  })),
+  retries: section(z.strictObject({
+    attempts: d(z._default(positiveInt(), 3), 'Attempts for a phase that fails transiently.'),
+    delaySeconds: d(z._default(nonNegativeInt(), 10), 'First delay; doubles each retry.'),
+  })),
+  dump: section(z.strictObject({
+    jobs: d(z._default(positiveInt(undefined, { value: 64 }), 2), 'pg_dump parallel workers.'),
+    compression: d(z._default(nonNegativeInt('a compression level from 0 to 9', { value: 9, message: 'must be a compression level from 0 to 9' }), 0),
+      'pg_dump -Z level: 0 is fastest; higher needs less dump volume and more CPU.'),
+    lockWaitTimeoutSeconds: d(z._default(positiveInt(), 60), 'pg_dump --lock-wait-timeout.'),
+    schemas: d(z._default(z.array(z.string().check(z.minLength(1))), []), 'Only these schemas (empty: all).'),
+    excludeSchemas: d(z._default(z.array(z.string().check(z.minLength(1))), []), 'Schemas to leave out.'),
+    extraArgs: extraArgs('More pg_dump arguments.'),
+  })),
+  restore: section(z.strictObject({
+    jobs: d(z._default(positiveInt(undefined, { value: 64 }), 2), 'pg_restore parallel workers.'),
+    noOwner: d(z._default(z.boolean(), true), '--no-owner: objects belong to the destination user.'),
+    noAcl: d(z._default(z.boolean(), false), '--no-acl: skip GRANT/REVOKE.'),
+    clean: d(z._default(z.boolean(), false), '--clean --if-exists: allow a non-empty destination and replace its objects.'),
+    extraArgs: extraArgs('More pg_restore arguments.'),
+  })),
+  verify: d(z._default(z.enum(['counts', 'checksums', 'none']), 'counts'),
+    'counts: row counts, sequences and an object inventory; checksums: also a content checksum of every table; none.'),
+  mode: d(z._default(z.enum(['dump', 'stream']), 'dump'),
+    'dump: pg_dump to the dumps volume, then pg_restore; stream: table data streamed source to destination with COPY, nothing on disk.'),
+  copy: section(z.strictObject({
+    jobs: d(z._default(positiveInt(undefined, { value: 64 }), 2), 'Parallel COPY workers in stream mode.'),
+  })),
+  parallelDatabases: d(z._default(positiveInt(undefined, { value: 16 }), 1), 'Databases migrated at once within one pod.'),
+  roles: d(z._default(z.enum(['none', 'referenced', 'all']), 'none'),
+    'Roles created on the destination: none; referenced (owners and grantees of the migrated databases); all.'),
+});
+
 export const migrationSpecSchema = z.strictObject({
-  $schema: z.string().optional().describe('Path or URL of the JSON Schema, for editors.'),
-  name: dnsLabel(40).default('db-migration').describe('Prefix of every resource name (DNS-1123 label).'),
-  namespace: dnsLabel(63).describe('Namespace the Job runs in; the Secrets must exist there.'),
-  labels: z.record(qualifiedName().refine((k) => !RESERVED_LABELS.includes(k), {
+  $schema: d(z.optional(z.string()), 'Path or URL of the JSON Schema, for editors.'),
+  name: d(z._default(dnsLabel(40), 'db-migration'), 'Prefix of every resource name (DNS-1123 label).'),
+  namespace: d(dnsLabel(63), 'Namespace the Job runs in; the Secrets must exist there.'),
+  labels: d(z._default(z.record(qualifiedName().check(z.refine((k) => !RESERVED_LABELS.includes(k), {
     message: `is set by db-migration itself and selects the Job's pods (reserved: ${RESERVED_LABELS.join(', ')})`,
-  }), labelValue()).default({}).describe('Extra labels on every object.'),
-  image: z.strictObject({
-    repository: z.string().min(1).regex(/^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, {
-      message: 'must be an image repository such as ghcr.io/org/image (lower case, no tag)',
-    }).default(IMAGE_DEFAULTS.repository).describe('Image repository with node >= 20 and PostgreSQL client tools.'),
-    tag: z.string().regex(/^[\w][\w.-]{0,127}$/, { message: 'must be an image tag such as 1.2.3 or latest' })
-      .default(IMAGE_DEFAULTS.tag).describe('Image tag.'),
-    digest: z.string().regex(/^sha256:[a-f0-9]{64}$/, { message: 'must be sha256:<64 hex digits>' }).optional()
-      .describe('Image digest; when set it pins the image instead of the tag.'),
-    registry: z.string().regex(/^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]+)?(\/[a-z0-9._-]+)*$/, {
-      message: 'must be a registry host such as your-registry.company.com (optionally with :port or /path), or ""',
-    }).default('').describe('Airgapped registry: replaces the registry host of every image. "" keeps it.'),
-    pullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).default('IfNotPresent').describe('imagePullPolicy.'),
-    pullSecrets: z.array(dnsSubdomain()).default([]).describe('Names of existing image pull Secrets.'),
-  }).prefault({}).describe('The helper image the Job runs.'),
-  job: z.strictObject({
-    activeDeadlineSeconds: positiveInt().default(7200).describe('Hard limit for the whole Job, in seconds (Job spec.activeDeadlineSeconds).'),
-    backoffLimit: int32(nonNegativeInt()).default(2).describe('Pod retries before the Job fails (Job spec.backoffLimit); a retried pod resumes safely.'),
-    ttlSecondsAfterFinished: int32(nonNegativeInt()).default(86400).describe('Seconds a finished Job (and its pod logs) is kept (Job spec.ttlSecondsAfterFinished).'),
-    resources: z.strictObject({
-      requests: resourceList('250m', '256Mi').prefault({}),
-      limits: resourceList('1000m', '1Gi').prefault({}),
-    }).prefault({}).describe('Container resources.'),
-    storage: z.strictObject({
-      dumps: quantity('30Gi').default('30Gi').describe('emptyDir size limit for dumps.'),
-      logs: quantity('1Gi').default('1Gi').describe('emptyDir size limit for logs.'),
-      tmp: quantity('256Mi').default('256Mi').describe('emptyDir size limit for /tmp.'),
-    }).prefault({}).describe('emptyDir size limits.'),
-    nodeSelector: z.record(qualifiedName(), labelValue()).default({}).describe('Pod nodeSelector.'),
-    tolerations: z.array(toleration).default([]).describe('Pod tolerations.'),
-    priorityClassName: z.string().optional().describe('Pod priorityClassName.'),
-    securityContext: z.strictObject({
-      runAsUser: positiveInt('a non-root UID (1 or more)').default(1000).describe('Pod runAsUser (never 0).'),
-      runAsGroup: positiveInt('a GID (1 or more)').default(1000).describe('Pod runAsGroup.'),
-      fsGroup: positiveInt('a GID (1 or more)').default(1000).describe('Pod fsGroup: owner group of the volumes.'),
-    }).prefault({}).describe('Pod identity; always non-root.'),
-    networkPolicy: z.strictObject({
-      enabled: z.boolean().default(false).describe('When on: no ingress; egress only to the database ports and DNS.'),
-    }).prefault({}),
-    annotations: z.record(qualifiedName(), z.string()).default({}).describe('Extra annotations on the pod template.'),
-    parallelism: positiveInt().max(100).optional()
-      .describe('Scale out: an Indexed Job whose pods each migrate one database, this many at once. @default - one pod migrates every database'),
-    backoffLimitPerIndex: int32(nonNegativeInt()).optional()
-      .describe('With parallelism: retries per database (index) instead of for the whole Job; Kubernetes 1.28 needs the JobBackoffLimitPerIndex feature gate. '
-        + 'backoffLimit is then raised to at least (enabled databases) × (backoffLimitPerIndex + 1), so it never ends the Job before a database has used its own retries.'),
-  }).prefault({}).describe('How the Kubernetes Job runs.'),
-  migration: z.strictObject({
-    dryRun: z.boolean().default(false).describe('Pre-flight and plan only; no data moves.'),
-    verbose: z.boolean().default(false).describe('Log commands and the tools\' own output.'),
-    logFormat: z.enum(['text', 'json']).default('text').describe('text for people, json (one object a line) for log collectors.'),
-    timeouts: z.strictObject({
-      connect: positiveInt().default(10).describe('Seconds to wait for a connection.'),
-      dump: positiveInt().default(3600).describe('Seconds per database for the dump.'),
-      restore: positiveInt().default(3600).describe('Seconds per database for the restore.'),
-      verify: positiveInt().default(1800).describe('Seconds per database for verification.'),
-    }).prefault({}),
-    retries: z.strictObject({
-      attempts: positiveInt().default(3).describe('Attempts for a phase that fails transiently.'),
-      delaySeconds: nonNegativeInt().default(10).describe('First delay; doubles each retry.'),
-    }).prefault({}),
-    dump: z.strictObject({
-      jobs: positiveInt().max(64).default(2).describe('pg_dump parallel workers.'),
-      compression: nonNegativeInt('a compression level from 0 to 9').max(9, { message: 'must be a compression level from 0 to 9' }).default(0)
-        .describe('pg_dump -Z level: 0 is fastest; higher needs less dump volume and more CPU.'),
-      lockWaitTimeoutSeconds: positiveInt().default(60).describe('pg_dump --lock-wait-timeout.'),
-      schemas: z.array(z.string().min(1)).default([]).describe('Only these schemas (empty: all).'),
-      excludeSchemas: z.array(z.string().min(1)).default([]).describe('Schemas to leave out.'),
-      extraArgs: extraArgs.describe('More pg_dump arguments.'),
-    }).prefault({}),
-    restore: z.strictObject({
-      jobs: positiveInt().max(64).default(2).describe('pg_restore parallel workers.'),
-      noOwner: z.boolean().default(true).describe('--no-owner: objects belong to the destination user.'),
-      noAcl: z.boolean().default(false).describe('--no-acl: skip GRANT/REVOKE.'),
-      clean: z.boolean().default(false).describe('--clean --if-exists: allow a non-empty destination and replace its objects.'),
-      extraArgs: extraArgs.describe('More pg_restore arguments.'),
-    }).prefault({}),
-    verify: z.enum(['counts', 'checksums', 'none']).default('counts')
-      .describe('counts: row counts, sequences and an object inventory; checksums: also a content checksum of every table; none.'),
-    mode: z.enum(['dump', 'stream']).default('dump')
-      .describe('dump: pg_dump to the dumps volume, then pg_restore; stream: table data streamed source to destination with COPY, nothing on disk.'),
-    copy: z.strictObject({
-      jobs: positiveInt().max(64).default(2).describe('Parallel COPY workers in stream mode.'),
-    }).prefault({}),
-    parallelDatabases: positiveInt().max(16).default(1).describe('Databases migrated at once within one pod.'),
-    roles: z.enum(['none', 'referenced', 'all']).default('none')
-      .describe('Roles created on the destination: none; referenced (owners and grantees of the migrated databases); all.'),
-  }).prefault({}).describe('How the runner migrates.'),
-  defaults: z.strictObject({
-    source: endpointDefaults.prefault({}),
-    destination: endpointDefaults.prefault({}),
-  }).prefault({}).describe('Merged under every database\'s source and destination.'),
-  databases: z.array(databaseSchema).min(1, { message: 'must list at least one database' }).describe('The databases to migrate, in order.'),
+  })), labelValue()), {}), 'Extra labels on every object.'),
+  image: section(imageSchema, 'The helper image the Job runs.'),
+  job: section(jobSchema, 'How the Kubernetes Job runs.'),
+  migration: section(migrationSettingsSchema, 'How the runner migrates.'),
+  defaults: section(z.strictObject({
+    source: z.prefault(endpointDefaults, {}),
+    destination: z.prefault(endpointDefaults, {}),
+  }), 'Merged under every database\'s source and destination.'),
+  databases: d(z.array(databaseSchema).check(z.minLength(1, { message: 'must list at least one database' })), 'The databases to migrate, in order.'),
 });
 
 export type MigrationSpecInput = z.input<typeof migrationSpecSchema>;
