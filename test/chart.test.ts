@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { App, Testing } from 'cdk8s';
+import { gunzipSync } from 'node:zlib';
 import {
-  bundleRunner, CONFIG_SHA256_ANNOTATION, CONFIGMAP_DATA_LIMIT_BYTES, MigrationChart, RUNNER_SHA256_ANNOTATION,
-  sha256Hex, synthManifests,
+  ANNOTATIONS_LIMIT_BYTES, appliedAnnotationsBytes, bundleRunner, CONFIG_SHA256_ANNOTATION, CONFIGMAP_DATA_LIMIT_BYTES, gzipRunner,
+  MigrationChart, RUNNER_SHA256_ANNOTATION, sha256Hex, synthManifests,
 } from '../src/chart';
 import { version as packageVersion } from '../package.json';
 import { loadSpecFile, parseSpec } from '../src/spec/load';
@@ -61,10 +62,20 @@ function exampleWith(edit: (doc: Obj) => void): MigrationSpec {
 /** What snapshots show instead of the runner bundle, so they do not change whenever src/runner does. */
 const BUNDLE_PLACEHOLDER = '<runner.js: the esbuild bundle of src/runner/main.ts>';
 
-/** The synthesized YAML with the runner bundle and its sha256 replaced by placeholders. */
+/** The synthesized YAML with the runner bundle (gzip, base64) and its sha256 replaced by placeholders. */
 function snapshotYaml(spec: MigrationSpec): string {
   const { yaml } = synthManifests(spec, { runnerBundle: BUNDLE_PLACEHOLDER });
-  return yaml.replace(sha256Hex(BUNDLE_PLACEHOLDER), '<sha256 of runner.js>');
+  const gzBase64 = gzipRunner(BUNDLE_PLACEHOLDER).toString('base64');
+  expect(yaml).toContain(gzBase64);
+  return yaml.replace(gzBase64, '<runner.js.gz, base64>').replace(sha256Hex(BUNDLE_PLACEHOLDER), '<sha256 of runner.js>');
+}
+
+/** What node reads: runner.js.gz unpacked. */
+const gunzipped = (cm: Obj) => gunzipSync(Buffer.from(cm.binaryData['runner.js.gz'], 'base64')).toString('utf8');
+
+/** Bytes that gzip cannot shrink, as a JavaScript program (to stand in for a runner that grew too large). */
+function incompressibleRunner(bytes: number): string {
+  return `console.log(${JSON.stringify(require('node:crypto').randomBytes(bytes).toString('base64'))}.length);\n`;
 }
 
 describe('snapshots', () => {
@@ -104,6 +115,7 @@ describe('objects, names, namespace and labels', () => {
     for (const o of objects) {
       expect(o.metadata.namespace).toBe('data-platform');
       expect(o.metadata.labels).toEqual({
+        app: 'orders-move', // what the seed's runbooks select with: kubectl get pods -l app=<name>
         'app.kubernetes.io/name': 'db-migration',
         'app.kubernetes.io/instance': 'orders-move',
         'app.kubernetes.io/component': components[`${o.kind}/${o.metadata.name}`],
@@ -145,8 +157,22 @@ describe('the Job', () => {
     expect(job.spec.ttlSecondsAfterFinished).toBe(86400);
     const pod = job.spec.template.spec;
     expect(Object.keys(pod).sort()).toEqual([
-      'automountServiceAccountToken', 'containers', 'restartPolicy', 'securityContext', 'serviceAccountName', 'volumes',
+      'automountServiceAccountToken', 'containers', 'initContainers', 'restartPolicy', 'securityContext', 'serviceAccountName', 'volumes',
     ]);
+    // node for a helper image without it (the default image.runtime): copied by an init container before the runner starts
+    expect(pod.initContainers).toEqual([{
+      name: 'node-runtime',
+      image: 'docker.io/library/node:24-bookworm-slim',
+      imagePullPolicy: 'IfNotPresent',
+      command: ['/bin/sh', '/opt/db-migration/copy-node-runtime.sh'],
+      resources: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1000m', memory: '1Gi' } },
+      securityContext: pod.containers[0].securityContext,
+      volumeMounts: [
+        { name: 'script', mountPath: '/opt/db-migration', readOnly: true },
+        { name: 'node-runtime', mountPath: '/opt/db-migration-node' },
+      ],
+      terminationMessagePolicy: 'FallbackToLogsOnError',
+    }]);
     expect(pod.restartPolicy).toBe('Never');
     expect(pod.serviceAccountName).toBe('db-migration');
     expect(pod.automountServiceAccountToken).toBe(false);
@@ -282,6 +308,7 @@ describe('the Job', () => {
       { name: 'tmp', emptyDir: { sizeLimit: '512Mi' } },
       { name: 'script', configMap: { name: 'orders-move-script', defaultMode: 0o444 } },
       { name: 'config', configMap: { name: 'orders-move-config', defaultMode: 0o444 } },
+      { name: 'node-runtime', emptyDir: { sizeLimit: '256Mi' } },
       { name: 'ca-0', secret: { secretName: 'destination-tls', items: [{ key: 'ca.pem', path: 'ca.pem' }], defaultMode: 0o444, optional: false } },
       {
         name: 'ca-1',
@@ -299,6 +326,7 @@ describe('the Job', () => {
       { name: 'tmp', mountPath: '/tmp' },
       { name: 'script', mountPath: '/opt/db-migration', readOnly: true },
       { name: 'config', mountPath: '/etc/db-migration/config', readOnly: true },
+      { name: 'node-runtime', mountPath: '/opt/db-migration-node', readOnly: true },
       { name: 'ca-0', mountPath: `${CONTAINER_PATHS.tls}/destination-tls`, readOnly: true },
       { name: 'ca-1', mountPath: `${CONTAINER_PATHS.tls}/source-tls`, readOnly: true },
     ]);
@@ -340,23 +368,33 @@ describe('the Job', () => {
 });
 
 describe('images', () => {
-  /** Every place an image reference appears: the container, the runtime config, the entrypoint's messages. */
-  function imageReferences(objects: Obj[]): string[] {
-    const entry = (find(objects, 'ConfigMap').find((o) => o.data['entrypoint.sh'])!).data['entrypoint.sh'] as string;
+  /**
+   * Every place an image reference appears: the helper image in the container, the runtime config and the
+   * entrypoint's messages; the node runtime's in the init container, the entrypoint and the copy script.
+   */
+  function imageReferences(objects: Obj[]): { helper: string[]; runtime: string[] } {
+    const script = find(objects, 'ConfigMap').find((o) => o.data['entrypoint.sh'])!.data;
     const config = JSON.parse((find(objects, 'ConfigMap').find((o) => o.data['config.json'])!).data['config.json']);
-    return [containerOf(objects).image, config.image, /^IMAGE='([^']+)'$/m.exec(entry)![1]];
+    const pod = podOf(objects).spec;
+    return {
+      helper: [containerOf(objects).image, config.image, /^IMAGE='([^']+)'$/m.exec(script['entrypoint.sh'])![1]],
+      runtime: [pod.initContainers[0].image, /^RUNTIME_IMAGE='([^']+)'$/m.exec(script['entrypoint.sh'])![1], /^IMAGE='([^']+)'$/m.exec(script['copy-node-runtime.sh'])![1]],
+    };
   }
 
-  it('given a registry override and a digest (full.yaml), when synthesized, then every image reference uses the override registry and the digest', () => {
+  it('given a registry override and digests (full.yaml), when synthesized, then every image reference uses the override registry and its digest', () => {
     const { objects, yaml } = synth(loadSpecFile(FULL));
-    const want = 'registry.airgap.example.com:5000/mirror/aleph-alpha/shared-images/pharia-helper@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
-    expect(imageReferences(objects)).toEqual([want, want, want]);
+    const helper = 'registry.airgap.example.com:5000/mirror/aleph-alpha/shared-images/pharia-helper@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
+    const runtime = 'registry.airgap.example.com:5000/mirror/library/node@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210';
+    expect(imageReferences(objects)).toEqual({ helper: [helper, helper, helper], runtime: [runtime, runtime, runtime] });
     expect(yaml).not.toContain('ghcr.io');
+    expect(yaml).not.toContain('docker.io');
   });
 
   it('given no registry override (the example), when synthesized, then every image reference keeps the original registry', () => {
-    const ref = 'ghcr.io/aleph-alpha/shared-images/pharia-helper:latest';
-    expect(imageReferences(synth(loadSpecFile(EXAMPLE)).objects)).toEqual([ref, ref, ref]);
+    const helper = 'ghcr.io/aleph-alpha/shared-images/pharia-helper:latest';
+    const runtime = 'docker.io/library/node:24-bookworm-slim';
+    expect(imageReferences(synth(loadSpecFile(EXAMPLE)).objects)).toEqual({ helper: [helper, helper, helper], runtime: [runtime, runtime, runtime] });
   });
 
   it('given only the registry changes, when synthesized, then exactly the image references change', () => {
@@ -364,9 +402,11 @@ describe('images', () => {
     const after = synth(exampleWith((d) => { d.image.registry = 'mirror.corp.example'; })).yaml;
     const changed = (a: string, b: string) => a.split('\n').filter((l, i) => l !== b.split('\n')[i]);
     const lines = changed(before, after);
-    expect(lines.length).toBeGreaterThanOrEqual(3);
-    for (const l of lines) expect(l).toMatch(/ghcr\.io|config-sha256/);
+    expect(lines.length).toBeGreaterThanOrEqual(6);
+    for (const l of lines) expect(l).toMatch(/ghcr\.io|docker\.io|config-sha256/);
     expect(after).not.toContain('ghcr.io');
+    expect(after).not.toContain('docker.io');
+    expect(after).toContain('mirror.corp.example/library/node:24-bookworm-slim');
   });
 });
 
@@ -412,22 +452,47 @@ describe('ConfigMaps', () => {
     expect(cm.data['config.json']).toBe(JSON.stringify(toRuntimeConfig(spec), null, 2));
   });
 
-  it('given a runner bundle, when synthesized, then the script ConfigMap holds it and the entrypoint', () => {
+  it('given a runner bundle, when synthesized, then the script ConfigMap holds it gzip-compressed, its loader, the entrypoint and the node copy script', () => {
     const cm = one(synth(loadSpecFile(EXAMPLE)).objects, 'ConfigMap', 'db-migration-script');
-    expect(Object.keys(cm.data).sort()).toEqual(['entrypoint.sh', 'runner.js']);
-    expect(cm.data['runner.js']).toBe(STAND_IN_BUNDLE);
+    expect(Object.keys(cm.data).sort()).toEqual(['copy-node-runtime.sh', 'entrypoint.sh', 'load-runner.js']);
+    expect(Object.keys(cm.binaryData)).toEqual(['runner.js.gz']);
+    expect(gunzipped(cm)).toBe(STAND_IN_BUNDLE);
     expect(cm.data['entrypoint.sh']).toContain(
-      'exec node --max-semi-space-size=1 --max-opt=2 /opt/db-migration/runner.js --config /etc/db-migration/config/config.json "$@"',
+      'exec $NODE --max-semi-space-size=1 --max-opt=2 /opt/db-migration/load-runner.js --config /etc/db-migration/config/config.json "$@"',
     );
+  });
+
+  it('given the loader and runner.js.gz in a directory, when node runs the loader, then the runner runs as the main module with the arguments', () => {
+    const runner = 'console.log(JSON.stringify({ main: require.main === module, file: __filename.split("/").pop(), args: process.argv.slice(2) }));\n';
+    const cm = one(synth(loadSpecFile(EXAMPLE), runner).objects, 'ConfigMap', 'db-migration-script');
+    const dir = tempDir('loader');
+    writeFileSync(join(dir, 'load-runner.js'), cm.data['load-runner.js']);
+    writeFileSync(join(dir, 'runner.js.gz'), Buffer.from(cm.binaryData['runner.js.gz'], 'base64'));
+    const run = spawnSync(process.execPath, [join(dir, 'load-runner.js'), '--config', 'c.json', '--resume'], { encoding: 'utf8', env: { PATH: process.env.PATH } });
+    expect(run.stderr).toBe('');
+    expect(JSON.parse(run.stdout)).toEqual({ main: true, file: 'runner.js', args: ['--config', 'c.json', '--resume'] });
+  });
+
+  it('given image.runtime.enabled false, when synthesized, then there is no copy script', () => {
+    const cm = one(synth(exampleWith((d) => { d.image = { runtime: { enabled: false } }; })).objects, 'ConfigMap', 'db-migration-script');
+    expect(Object.keys(cm.data).sort()).toEqual(['entrypoint.sh', 'load-runner.js']);
   });
 
   it('given the ServiceAccount, when synthesized, then it mounts no token', () => {
     expect(one(synth(loadSpecFile(EXAMPLE)).objects, 'ServiceAccount').automountServiceAccountToken).toBe(false);
   });
 
-  it('fails when the runner bundle would not fit in a ConfigMap, naming the limit', () => {
-    const huge = 'x'.repeat(CONFIGMAP_DATA_LIMIT_BYTES);
-    expect(() => synth(loadSpecFile(EXAMPLE), huge)).toThrow(/ConfigMap db-migration-script would hold \d+ bytes of data .*more than the Kubernetes limit of 1048576 bytes/);
+  it('fails when the runner bundle would not fit in a ConfigMap even compressed, naming the limit', () => {
+    const huge = incompressibleRunner(CONFIGMAP_DATA_LIMIT_BYTES);
+    expect(() => synth(loadSpecFile(EXAMPLE), huge)).toThrow(/ConfigMap db-migration-script would hold \d+ bytes of data .*runner\.js\.gz \d+ bytes.*more than the Kubernetes limit of 1048576 bytes/);
+  });
+
+  it('fails when kubectl apply could not store the script ConfigMap, naming it and its size', () => {
+    // 200 KB of random bytes: gzip keeps them at ~270 KB, ~360 KB as base64 in the last-applied copy
+    const tooLarge = incompressibleRunner(200_000);
+    expect(() => synth(loadSpecFile(EXAMPLE), tooLarge)).toThrow(
+      /^ConfigMap\/db-migration-script cannot be applied with "kubectl apply": it would carry \d+ bytes of annotations .*more than Kubernetes' limit of 262144 bytes$/,
+    );
   });
 });
 
@@ -490,8 +555,10 @@ describe('the runner bundle', () => {
     expect(existsSync(RUNNER_MAIN), 'src/runner/main.ts must exist (the runner entry point)').toBe(true);
     const bundle = bundleRunner();
     expect(bundle.bytes).toBeGreaterThan(1000);
-    const entrypointBytes = one(synth(loadSpecFile(EXAMPLE)).objects, 'ConfigMap', 'db-migration-script').data['entrypoint.sh'].length;
-    expect(bundle.bytes + entrypointBytes + 'runner.js'.length + 'entrypoint.sh'.length).toBeLessThanOrEqual(CONFIGMAP_DATA_LIMIT_BYTES);
+    // The budget for the real runner: its ConfigMap, as kubectl apply stores it, within 200 KB (the limit is 256 KiB)
+    const script = one(synth(loadSpecFile(EXAMPLE), bundle.code).objects, 'ConfigMap', 'db-migration-script');
+    expect(appliedAnnotationsBytes(script)).toBeLessThanOrEqual(200_000);
+    expect(appliedAnnotationsBytes(script)).toBeLessThan(ANNOTATIONS_LIMIT_BYTES);
     const required = [...bundle.code.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]);
     const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
     expect(required.filter((m) => !builtins.has(m) && m !== 'pg-native')).toEqual([]);
@@ -504,10 +571,10 @@ describe('the runner bundle', () => {
     expect(run.status).toBe(0);
   });
 
-  it('given no runnerBundle, when synthesized, then runner.js is bundleRunner().code and the pod annotation is its sha256', () => {
+  it('given no runnerBundle, when synthesized, then runner.js.gz holds bundleRunner().code and the pod annotation is its sha256', () => {
     const { objects } = synthManifests(loadSpecFile(EXAMPLE)) as { objects: Obj[] };
     const bundle = bundleRunner();
-    expect(one(objects, 'ConfigMap', 'db-migration-script').data['runner.js']).toBe(bundle.code);
+    expect(gunzipped(one(objects, 'ConfigMap', 'db-migration-script'))).toBe(bundle.code);
     expect(podOf(objects).metadata.annotations[RUNNER_SHA256_ANNOTATION]).toBe(bundle.sha256);
   });
 
@@ -521,23 +588,28 @@ describe('the runner bundle', () => {
     writeFileSync(entry, `import { nothing } from './missing';\nconsole.log(nothing);\n`);
     expect(() => bundleRunner({ entryPoint: entry })).toThrow(/^cannot bundle the runner \(.*main\.ts\):\n {2}.*main\.ts:1:25: Could not resolve "\.\/missing"$/);
   });
-
-  it('fails when the bundle exceeds the ConfigMap budget, with its size and the limit', () => {
-    const dir = tempDir('huge');
-    const entry = join(dir, 'huge.ts');
-    writeFileSync(entry, `export const blob = ${JSON.stringify('y'.repeat(CONFIGMAP_DATA_LIMIT_BYTES))};\nconsole.log(blob.length);\n`);
-    expect(() => bundleRunner({ entryPoint: entry })).toThrow(/the runner bundle is \d+ bytes, more than the \d+ bytes that fit in a ConfigMap .*1048576/);
-  });
 });
 
 describe('entrypoint.sh', () => {
   const IMAGE = 'registry.airgap.example.com:5000/mirror/aleph-alpha/shared-images/pharia-helper@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
-  const HINT = 'build image/Dockerfile from the repository, or use an image with node >= 20 and PostgreSQL client tools >= the source server version';
+  const RUNTIME_IMAGE = 'registry.airgap.example.com:5000/mirror/library/node@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210';
+  const TOOLS_HINT = 'use an image with the PostgreSQL client tools, at least as new as the source servers (the seed\'s helper image has 17)';
+  const NO_COPY = 'the node-runtime init container copied none into /opt/db-migration-node (kubectl logs POD -c node-runtime says why)';
+  const DISABLED = 'image.runtime.enabled is false, so the Job does not bring node: set it to true (the default), or use an image with node (image/Dockerfile builds one)';
 
-  function entrypoint(): string {
+  /**
+   * The synthesized entrypoint, written to a file; `runtime` points its node-runtime directory (in the pod, the
+   * emptyDir at /opt/db-migration-node) at a test directory.
+   */
+  function entrypoint(spec: MigrationSpec = loadSpecFile(FULL), runtime?: string): string {
     const dir = tempDir('entry');
     const file = join(dir, 'entrypoint.sh');
-    writeFileSync(file, one(synth(loadSpecFile(FULL)).objects, 'ConfigMap', 'orders-move-script').data['entrypoint.sh']);
+    let text = one(synth(spec).objects, 'ConfigMap', `${spec.name}-script`).data['entrypoint.sh'] as string;
+    if (runtime !== undefined) {
+      expect(text).toContain("RUNTIME='/opt/db-migration-node'\n");
+      text = text.replace("RUNTIME='/opt/db-migration-node'\n", `RUNTIME='${runtime}'\n`);
+    }
+    writeFileSync(file, text);
     return file;
   }
   /** A directory of fake tools: each prints what it was called with (node prints a version for --version). */
@@ -549,50 +621,86 @@ describe('entrypoint.sh', () => {
     }
     return dir;
   }
+  /** A node-runtime directory as the init container leaves it: ld.so (here: checks its options, then runs the program) and node. */
+  function copiedRuntime(version: string): string {
+    const dir = toolsDir({
+      'ld.so': '[ "$1" = --library-path ] && [ "$2" = "${0%/*}/lib" ] || { echo "bad loader arguments: $*" >&2; exit 9; }\nshift 2\nexec "$@"',
+      node: `if [ "$1" = --version ]; then echo ${version}; else echo "copied node $* NODE_OPTIONS=\${NODE_OPTIONS-unset} SOURCE=\${DBM_NODE_SOURCE}"; fi`,
+    });
+    execFileSync('mkdir', [join(dir, 'lib')]);
+    return dir;
+  }
   const pgTools = { pg_dump: 'exit 0', pg_restore: 'exit 0', psql: 'exit 0' };
+  const imageNode = (version: string) =>
+    `if [ "$1" = --version ]; then echo ${version}; else echo "image node $* NODE_OPTIONS=\${NODE_OPTIONS-unset} SOURCE=\${DBM_NODE_SOURCE}"; fi`;
   const run = (file: string, path: string, args: string[] = []) =>
     spawnSync('/bin/sh', [file, ...args], { encoding: 'utf8', env: { PATH: path, NODE_OPTIONS: '--require /nonexistent.js' } });
+  const runnerArgs = '--max-semi-space-size=1 --max-opt=2 /opt/db-migration/load-runner.js --config /etc/db-migration/config/config.json';
 
-  it('given the synthesized entrypoint, when checked with sh -n, then it parses', () => {
-    expect(() => execFileSync('/bin/sh', ['-n', entrypoint()])).not.toThrow();
+  it('given the synthesized entrypoint and copy script, when checked with sh -n, then they parse', () => {
+    const cm = one(synth(loadSpecFile(FULL)).objects, 'ConfigMap', 'orders-move-script');
+    for (const key of ['entrypoint.sh', 'copy-node-runtime.sh']) {
+      const file = join(tempDir('parse'), key);
+      writeFileSync(file, cm.data[key]);
+      expect(() => execFileSync('/bin/sh', ['-n', file]), key).not.toThrow();
+    }
   });
 
-  it('fails with one clear line per missing tool, naming the image and what to do, when PATH has neither node nor the PostgreSQL tools', () => {
-    const result = run(entrypoint(), toolsDir({}));
+  it('fails with one clear line per missing tool, naming the image and what to do, when there is no node anywhere and no PostgreSQL tools', () => {
+    const result = run(entrypoint(loadSpecFile(FULL), tempDir('empty-runtime')), toolsDir({}));
     expect(result.status).toBe(1);
     expect(result.stdout).toBe('');
-    const lines = result.stderr.trimEnd().split('\n');
-    expect(lines).toEqual([
-      `db-migration: image ${IMAGE}: node is missing (not found on PATH), need node >= 20; ${HINT}`,
-      `db-migration: image ${IMAGE}: pg_dump is missing (not found on PATH), need the PostgreSQL client tools; ${HINT}`,
-      `db-migration: image ${IMAGE}: pg_restore is missing (not found on PATH), need the PostgreSQL client tools; ${HINT}`,
-      `db-migration: image ${IMAGE}: psql is missing (not found on PATH), need the PostgreSQL client tools; ${HINT}`,
+    expect(result.stderr.trimEnd().split('\n')).toEqual([
+      `db-migration: image ${IMAGE}: node is missing (not found on PATH), need node >= 20; ${NO_COPY}`,
+      `db-migration: image ${IMAGE}: pg_dump is missing (not found on PATH); ${TOOLS_HINT}`,
+      `db-migration: image ${IMAGE}: pg_restore is missing (not found on PATH); ${TOOLS_HINT}`,
+      `db-migration: image ${IMAGE}: psql is missing (not found on PATH); ${TOOLS_HINT}`,
     ]);
   });
 
-  it('fails naming node alone when only node is missing', () => {
-    const result = run(entrypoint(), toolsDir(pgTools));
+  it('given image.runtime disabled and an image without node, when run, then it fails saying the Job brings no node and how to change that', () => {
+    const spec = parseSpec(readFileSync(FULL, 'utf8').replace('  runtime:\n', '  runtime:\n    enabled: false\n'), 'full-no-runtime.yaml');
+    expect(spec.image.runtime.enabled).toBe(false);
+    const result = run(entrypoint(spec), toolsDir(pgTools));
     expect(result.status).toBe(1);
-    expect(result.stderr).toBe(`db-migration: image ${IMAGE}: node is missing (not found on PATH), need node >= 20; ${HINT}\n`);
+    expect(result.stderr).toBe(`db-migration: image ${IMAGE}: node is missing (not found on PATH), need node >= 20; ${DISABLED}\n`);
   });
 
-  it('fails when node is older than 20, naming its version', () => {
-    const result = run(entrypoint(), toolsDir({ ...pgTools, node: 'echo v18.19.1' }));
+  it('fails when the image\'s node is older than 20 and none was copied, naming its version', () => {
+    const result = run(entrypoint(loadSpecFile(FULL), tempDir('empty-runtime')), toolsDir({ ...pgTools, node: imageNode('v18.19.1') }));
     expect(result.status).toBe(1);
-    expect(result.stderr).toBe(`db-migration: image ${IMAGE}: node v18.19.1 is too old, need node >= 20; ${HINT}\n`);
+    expect(result.stderr).toBe(`db-migration: image ${IMAGE}: node v18.19.1 is too old, need node >= 20; ${NO_COPY}\n`);
   });
 
-  it('given node >= 20 and the PostgreSQL tools, when run, then it execs node on the runner with the config and the extra arguments, without NODE_OPTIONS', () => {
-    const node = 'if [ "$1" = --version ]; then echo v20.11.1; else echo "node $* NODE_OPTIONS=${NODE_OPTIONS-unset}"; fi';
-    const result = run(entrypoint(), toolsDir({ ...pgTools, node }), ['--dry-run']);
+  it('given node >= 20 in the image, when run, then it execs the image\'s node on the loader with the config and the extra arguments, without NODE_OPTIONS, even with a copied node present', () => {
+    const path = toolsDir({ ...pgTools, node: imageNode('v20.11.1') });
+    const result = run(entrypoint(loadSpecFile(FULL), copiedRuntime('v24.1.0')), path, ['--dry-run']);
     expect(result.stderr).toBe('');
-    expect(result.stdout).toBe('node --max-semi-space-size=1 --max-opt=2 /opt/db-migration/runner.js --config /etc/db-migration/config/config.json --dry-run NODE_OPTIONS=unset\n');
+    expect(result.stdout).toBe(`image node ${runnerArgs} --dry-run NODE_OPTIONS=unset SOURCE=from the image (${path}/node)\n`);
     expect(result.status).toBe(0);
   });
 
-  it('given node 22, when run, then the version check passes', () => {
-    const result = run(entrypoint(), toolsDir({ ...pgTools, node: '[ "$1" = --version ] && echo v22.3.0 || echo started' }));
-    expect(result.stdout).toBe('started\n');
+  it('given no node in the image and a copied node, when run, then it execs the copied node through the copied loader and says where it came from', () => {
+    const runtime = copiedRuntime('v24.11.1');
+    const result = run(entrypoint(loadSpecFile(FULL), runtime), toolsDir(pgTools), ['--resume']);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toBe(`copied node ${runnerArgs} --resume NODE_OPTIONS=unset `
+      + `SOURCE=copied from ${RUNTIME_IMAGE} by the node-runtime init container (${IMAGE} has no node)\n`);
     expect(result.status).toBe(0);
+  });
+
+  it('given an image node that is too old and a copied node, when run, then the copied node runs and the log says why', () => {
+    const result = run(entrypoint(loadSpecFile(FULL), copiedRuntime('v24.11.1')), toolsDir({ ...pgTools, node: imageNode('v18.19.1') }));
+    expect(result.stdout).toContain(`SOURCE=copied from ${RUNTIME_IMAGE} by the node-runtime init container (${IMAGE} has node v18.19.1, too old)\n`);
+    expect(result.status).toBe(0);
+  });
+
+  it('fails naming the runtime image when the copied node does not start', () => {
+    const runtime = copiedRuntime('v24.11.1');
+    writeFileSync(join(runtime, 'node'), '#!/bin/sh\necho "error while loading shared libraries: libstdc++.so.6" >&2\nexit 127\n');
+    const result = run(entrypoint(loadSpecFile(FULL), runtime), toolsDir(pgTools));
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe(`db-migration: image ${IMAGE}: the node copied from ${RUNTIME_IMAGE} does not run here `
+      + '(error while loading shared libraries: libstdc++.so.6); image.runtime must name an image with node >= 20\n');
   });
 });

@@ -81,6 +81,7 @@ describe('generated specs', () => {
       caKey: fc.constantFrom('ca.crt', 'root.pem'),
       enabled: fc.boolean(),
     }), { minLength: 1, maxLength: 5 }),
+    nodeRuntime: fc.boolean(),
   });
 
   it('given any combination of options, when synthesized, then every object validates and the pod stays restricted', () => {
@@ -97,6 +98,7 @@ describe('generated specs', () => {
         image: {
           registry: g.registry, pullPolicy: g.pullPolicy, pullSecrets: g.pullSecrets,
           ...(g.digest ? { digest: `sha256:${'a'.repeat(64)}` } : {}),
+          runtime: { enabled: g.nodeRuntime },
         },
         job: {
           networkPolicy: { enabled: g.networkPolicy },
@@ -113,6 +115,7 @@ describe('generated specs', () => {
       for (const o of objects) expect(validateK8sObject(o), `${o.kind}/${o.metadata.name}`).toEqual([]);
       expect(restrictedProfileViolations(jobOf(objects).spec.template)).toEqual([]);
       expect(objects.some((o) => o.kind === 'NetworkPolicy')).toBe(g.networkPolicy);
+      expect((jobOf(objects).spec.template.spec.initContainers ?? []).length).toBe(g.nodeRuntime ? 1 : 0);
     }), { numRuns: 60 });
   });
 });
@@ -184,6 +187,11 @@ describe('the validators reject broken objects (testing the tests)', () => {
     const breakWith = (edit: (t: Obj) => void) => { const t = clone(base); edit(t); return restrictedProfileViolations(t); };
     const c = (t: Obj) => t.spec.containers[0];
     expect(breakWith((t) => { c(t).securityContext.privileged = true; })).toEqual(['containers[runner]: privileged must not be true']);
+    // init containers are held to the same rules (Pod Security admission checks them too)
+    expect(breakWith((t) => { t.spec.initContainers[0].securityContext.allowPrivilegeEscalation = true; }))
+      .toEqual(['initContainers[node-runtime]: allowPrivilegeEscalation must be false']);
+    expect(breakWith((t) => { delete t.spec.initContainers[0].securityContext.capabilities; }))
+      .toEqual(['initContainers[node-runtime]: capabilities.drop must include ALL']);
     expect(breakWith((t) => { c(t).securityContext.allowPrivilegeEscalation = true; }))
       .toEqual(['containers[runner]: allowPrivilegeEscalation must be false']);
     expect(breakWith((t) => { c(t).securityContext.capabilities = { drop: ['NET_RAW'] }; }))

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadSecretsFile, resolveSecret } from '../src/cli/secrets-file';
 import { quantityValue } from '../src/spec/formats';
-import { imageReference } from '../src/spec/image';
+import { imageReference, imageReferences, nodeRuntimeImageReference } from '../src/spec/image';
 import { specJsonSchemaText } from '../src/spec/json-schema';
 import { loadSpecFile, parseSpec } from '../src/spec/load';
 import { runtimeConfigSchema, secretUses, toRuntimeConfig } from '../src/spec/runtime-config';
@@ -30,6 +30,8 @@ describe('spec defaults', () => {
     expect(spec.name).toBe('db-migration');
     expect(spec.image).toEqual({
       repository: 'ghcr.io/aleph-alpha/shared-images/pharia-helper', tag: 'latest', registry: '', pullPolicy: 'IfNotPresent', pullSecrets: [],
+      // the seed's helper image has no node: the Job brings its own from a maintained Node.js LTS image
+      runtime: { enabled: true, repository: 'docker.io/library/node', tag: '24-bookworm-slim' },
     });
     expect(spec.job).toMatchObject({
       activeDeadlineSeconds: 7200, backoffLimit: 2, ttlSecondsAfterFinished: 86400,
@@ -93,6 +95,18 @@ describe('image references', () => {
   it('pins by digest when one is given', () => {
     const digest = `sha256:${'a'.repeat(64)}`;
     expect(imageReference({ ...base, digest })).toBe(`ghcr.io/aleph-alpha/shared-images/pharia-helper@${digest}`);
+  });
+
+  it('rewrites the node runtime image with the same registry override, and lists both images to mirror', () => {
+    const digest = `sha256:${'b'.repeat(64)}`;
+    expect(nodeRuntimeImageReference(base)).toBe('docker.io/library/node:24-bookworm-slim');
+    const airgapped = { ...base, registry: 'your-registry.company.com', runtime: { ...base.runtime, digest } };
+    expect(nodeRuntimeImageReference(airgapped)).toBe(`your-registry.company.com/library/node@${digest}`);
+    expect(imageReferences(airgapped)).toEqual([
+      'your-registry.company.com/aleph-alpha/shared-images/pharia-helper:latest', `your-registry.company.com/library/node@${digest}`,
+    ]);
+    expect(imageReferences({ ...airgapped, runtime: { ...airgapped.runtime, enabled: false } }))
+      .toEqual(['your-registry.company.com/aleph-alpha/shared-images/pharia-helper:latest']);
   });
 });
 

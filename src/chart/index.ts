@@ -7,3 +7,7 @@ export * from './script-config-map';
 export * from './service-account';
 export * from './synth';
 export { resourceNames, RESERVED_LABELS } from './labels';
+export * from './entrypoint';
+export * from './last-applied';
+export * from './node-runtime';
+export * from './runner-loader';

@@ -37,10 +37,14 @@ export function selectorLabels(spec: MigrationSpec): Record<string, string> {
   };
 }
 
-/** Every label of one object: spec.labels, then the standard ones. */
+/**
+ * Every label of one object: `app: <name>` (what the seed's runbooks select pods with: `kubectl get pods -l
+ * app=<name>`; spec.labels may set another value), spec.labels, then the standard ones.
+ */
 export function migrationLabels(spec: MigrationSpec, component: Component): Record<string, string> {
   assertNoReservedLabels(spec);
   return {
+    app: spec.name,
     ...spec.labels,
     'app.kubernetes.io/name': 'db-migration',
     'app.kubernetes.io/instance': spec.name,

@@ -13,6 +13,7 @@ import { imageReference } from '../spec/image';
 import { CONTAINER_PATHS, secretUses } from '../spec/runtime-config';
 import type { MigrationSpec } from '../spec/schema';
 import { migrationLabels, resourceNames } from './labels';
+import { nodeRuntimeInitContainer, nodeRuntimeMount, nodeRuntimeVolume } from './node-runtime';
 
 /** The largest backoffLimit Kubernetes stores (an int32). */
 const INT32_MAX = 2_147_483_647;
@@ -76,6 +77,19 @@ export class MigrationJob extends Construct {
     }));
 
     const quantity = (q: string) => k8s.Quantity.fromString(q);
+    const resources: k8s.ResourceRequirements = {
+      requests: { cpu: quantity(job.resources.requests.cpu), memory: quantity(job.resources.requests.memory) },
+      limits: { cpu: quantity(job.resources.limits.cpu), memory: quantity(job.resources.limits.memory) },
+    };
+    // The restricted Pod Security profile, for every container (init containers included).
+    const securityContext: k8s.SecurityContext = {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsNonRoot: true,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    };
+    const nodeRuntime = spec.image.runtime.enabled;
     const container: k8s.Container = {
       name: 'runner',
       image: imageReference(spec.image),
@@ -90,29 +104,22 @@ export class MigrationJob extends Construct {
         { name: 'NODE_OPTIONS', value: '' },
         ...passwordEnv,
       ],
-      resources: {
-        requests: { cpu: quantity(job.resources.requests.cpu), memory: quantity(job.resources.requests.memory) },
-        limits: { cpu: quantity(job.resources.limits.cpu), memory: quantity(job.resources.limits.memory) },
-      },
-      securityContext: {
-        allowPrivilegeEscalation: false,
-        readOnlyRootFilesystem: true,
-        runAsNonRoot: true,
-        capabilities: { drop: ['ALL'] },
-        seccompProfile: { type: 'RuntimeDefault' },
-      },
+      resources,
+      securityContext,
       volumeMounts: [
         { name: 'dumps', mountPath: CONTAINER_PATHS.dumps },
         { name: 'logs', mountPath: CONTAINER_PATHS.logs },
         { name: 'tmp', mountPath: CONTAINER_PATHS.tmp },
         { name: 'script', mountPath: CONTAINER_PATHS.runnerDir, readOnly: true },
         { name: 'config', mountPath: CONTAINER_PATHS.config, readOnly: true },
+        ...(nodeRuntime ? [nodeRuntimeMount()] : []),
         ...caMounts,
       ],
       terminationMessagePath: CONTAINER_PATHS.terminationLog,
       // The runner writes its summary there; if it dies before that, the log tail explains why.
       terminationMessagePolicy: 'FallbackToLogsOnError',
     };
+    const initContainers = nodeRuntime ? [nodeRuntimeInitContainer({ spec, securityContext, resources, scriptVolume: 'script' })] : undefined;
 
     const volumes: k8s.Volume[] = [
       { name: 'dumps', emptyDir: { sizeLimit: quantity(job.storage.dumps) } },
@@ -120,6 +127,7 @@ export class MigrationJob extends Construct {
       { name: 'tmp', emptyDir: { sizeLimit: quantity(job.storage.tmp) } },
       { name: 'script', configMap: { name: props.scriptConfigMapName, defaultMode: READ_ONLY_MODE } },
       { name: 'config', configMap: { name: props.runtimeConfigMapName, defaultMode: READ_ONLY_MODE } },
+      ...(nodeRuntime ? [nodeRuntimeVolume()] : []),
       ...caVolumes,
     ];
 
@@ -154,6 +162,7 @@ export class MigrationJob extends Construct {
             nodeSelector: Object.keys(job.nodeSelector).length > 0 ? job.nodeSelector : undefined,
             tolerations: nonEmpty(job.tolerations),
             priorityClassName: job.priorityClassName,
+            initContainers,
             containers: [container],
             volumes,
           },

@@ -3,6 +3,7 @@
  */
 import { App, Yaml } from 'cdk8s';
 import type { MigrationSpec } from '../spec/schema';
+import { checkClientSideApply, type AppliedSize } from './last-applied';
 import { MigrationChart } from './migration-chart';
 
 export interface SynthOptions {
@@ -18,6 +19,8 @@ export interface SynthResult {
   readonly yaml: string;
   /** The same objects, parsed, in the same order. */
   readonly objects: Record<string, unknown>[];
+  /** Per object, the bytes of annotations client-side `kubectl apply` would store (its last-applied copy included). */
+  readonly appliedSizes: AppliedSize[];
 }
 
 /** Apply order: the Job's dependencies first, so `kubectl apply -f` never starts a pod that lacks them. */
@@ -31,7 +34,9 @@ export function synthManifests(spec: MigrationSpec, opts: SynthOptions = {}): Sy
     .map((o, i) => ({ o, i }))
     .sort((a, b) => rank(a.o) - rank(b.o) || a.i - b.i)
     .map(({ o }) => o);
-  return { yaml: Yaml.stringify(...objects), objects };
+  // Refuses (ManifestTooLargeError) a manifest that `kubectl apply -f dist`, the documented command, could not apply.
+  const appliedSizes = checkClientSideApply(objects);
+  return { yaml: Yaml.stringify(...objects), objects, appliedSizes };
 }
 
 function rank(o: Record<string, unknown>): number {

@@ -1,8 +1,8 @@
 /**
  * `db-migration validate`: check the spec and print what would be generated, without writing anything.
  */
-import { imageReference } from '../spec/image';
-import { mergedEndpoint, secretUses, CONTAINER_PATHS } from '../spec/runtime-config';
+import { imageReference, nodeRuntimeImageReference } from '../spec/image';
+import { mergedEndpoint, secretUses, CONTAINER_PATHS, NODE_RUNTIME_VOLUME_LIMIT } from '../spec/runtime-config';
 import { loadSpecOrExplain, type Io } from './context';
 
 export function validateCommand(opts: { spec: string }, io: Io): number {
@@ -19,12 +19,17 @@ export function validateCommand(opts: { spec: string }, io: Io): number {
   }
   io.out('');
   io.out('Images:');
-  io.out(`  ${imageReference(spec.image)} (pull ${spec.image.pullPolicy}${spec.image.pullSecrets.length ? `, secrets ${spec.image.pullSecrets.join(', ')}` : ''})`);
+  const pull = `pull ${spec.image.pullPolicy}${spec.image.pullSecrets.length ? `, secrets ${spec.image.pullSecrets.join(', ')}` : ''}`;
+  io.out(`  ${imageReference(spec.image)} (runner: PostgreSQL client tools; ${pull})`);
+  if (spec.image.runtime.enabled) {
+    io.out(`  ${nodeRuntimeImageReference(spec.image)} (init container node-runtime: node for images without it; ${pull})`);
+  }
   io.out('');
   io.out('Volumes:');
   io.out(`  dumps  emptyDir ${spec.job.storage.dumps} at ${CONTAINER_PATHS.dumps}`);
   io.out(`  logs   emptyDir ${spec.job.storage.logs} at ${CONTAINER_PATHS.logs}`);
   io.out(`  tmp    emptyDir ${spec.job.storage.tmp} at ${CONTAINER_PATHS.tmp}`);
+  if (spec.image.runtime.enabled) io.out(`  node-runtime emptyDir ${NODE_RUNTIME_VOLUME_LIMIT} at ${CONTAINER_PATHS.nodeRuntime}`);
   io.out('');
   io.out('Secrets the Job reads (must exist in the namespace):');
   const bySecret = new Map<string, Set<string>>();

@@ -101,7 +101,7 @@ export async function runMigration(config: RuntimeConfig, options: RunMigrationO
   let plan: MigrationPlan | undefined;
   try {
     plan = buildPlan(config, { dryRun: options.dryRun, binDir: options.binDir, env });
-    logPlan(plan, logger);
+    logPlan(plan, logger, env);
     if (plan.databases.length === 0) {
       logger.warn('no database is enabled: nothing to do');
     } else {
@@ -695,8 +695,10 @@ function logProblem(p: PreflightProblem, log: Logger): void {
   });
 }
 
-function logPlan(plan: MigrationPlan, logger: Logger): void {
+function logPlan(plan: MigrationPlan, logger: Logger, env: NodeJS.ProcessEnv): void {
   const log = logger.child({ phase: 'plan' });
+  // Which node runs the runner: the Job's entrypoint says where it came from (the image, or image.runtime's copy).
+  log.info(`node ${process.version} ${env.DBM_NODE_SOURCE || `(${process.execPath})`}`);
   const o = plan.options;
   log.info(`${plan.dryRun ? 'dry run' : 'migration'} "${plan.name}": ${plan.databases.length} database${plan.databases.length === 1 ? '' : 's'} `
     + `(${plan.databases.map((d) => d.name).join(', ') || 'none'})${plan.skipped.length ? `, skipped: ${plan.skipped.join(', ')}` : ''}`);

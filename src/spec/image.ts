@@ -15,10 +15,30 @@ export function splitRegistry(repository: string): { registry: string | undefine
   return { registry: undefined, path: repository };
 }
 
-/** The image reference the Job uses: the registry override replaces the registry host, a digest pins it. */
+interface ImageName {
+  readonly repository: string;
+  readonly tag: string;
+  readonly digest?: string;
+}
+
+/** The helper image reference the Job uses: the registry override replaces the registry host, a digest pins it. */
 export function imageReference(image: MigrationSpec['image']): string {
+  return reference(image, image.registry);
+}
+
+/** The image node is copied from (image.runtime), with the same registry override. */
+export function nodeRuntimeImageReference(image: MigrationSpec['image']): string {
+  return reference(image.runtime, image.registry);
+}
+
+/** Every image the manifests use, after the override: the helper image, then the node runtime's when enabled. */
+export function imageReferences(image: MigrationSpec['image']): string[] {
+  return [...new Set([imageReference(image), ...(image.runtime.enabled ? [nodeRuntimeImageReference(image)] : [])])];
+}
+
+function reference(image: ImageName, registryOverride: string): string {
   const { registry, path } = splitRegistry(image.repository);
-  const host = image.registry !== '' ? image.registry : registry;
+  const host = registryOverride !== '' ? registryOverride : registry;
   const repo = host ? `${host}/${path}` : path;
   return image.digest ? `${repo}@${image.digest}` : `${repo}:${image.tag}`;
 }

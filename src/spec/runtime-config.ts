@@ -15,14 +15,27 @@ export const CONTAINER_PATHS = {
   config: '/etc/db-migration/config',
   configFile: '/etc/db-migration/config/config.json',
   runnerDir: '/opt/db-migration',
+  /** The name the runner runs under (stack traces, the workstation's copy); the ConfigMap holds it gzip-compressed. */
   runner: '/opt/db-migration/runner.js',
+  /** What node starts: it unpacks runner.js.gz and runs it. */
+  runnerLoader: '/opt/db-migration/load-runner.js',
   entrypoint: '/opt/db-migration/entrypoint.sh',
+  /** The init container's script that copies node into the node-runtime volume. */
+  copyNodeRuntime: '/opt/db-migration/copy-node-runtime.sh',
+  /** The node-runtime volume: node, its libraries and their dynamic loader, copied from image.runtime. */
+  nodeRuntime: '/opt/db-migration-node',
   dumps: '/var/lib/db-migration/dumps',
   logs: '/var/log/db-migration',
   tmp: '/tmp',
   tls: '/etc/db-migration/tls',
   terminationLog: '/dev/termination-log',
 } as const;
+
+/**
+ * Size limit of the node-runtime emptyDir. The official node 24 binary is ~120 MB, its libraries ~4 MB; the limit
+ * leaves room for a larger future node without letting a wrong image fill the node's disk.
+ */
+export const NODE_RUNTIME_VOLUME_LIMIT = '256Mi';
 
 /**
  * Node options the runner always starts with (the Job's entrypoint.sh and `db-migration migrate` alike), to keep

@@ -105,25 +105,50 @@ export const IMAGE_DEFAULTS = {
   tag: 'latest',
 } as const;
 
+/**
+ * The image node is copied from when the helper image has none: the official Node.js image of a maintained LTS
+ * line (Node.js 24: security support until April 2028), Debian-based (glibc), fully qualified so that
+ * `image.registry` rewrites it like any other image and no short-name resolution is involved.
+ */
+export const NODE_RUNTIME_DEFAULTS = {
+  repository: 'docker.io/library/node',
+  tag: '24-bookworm-slim',
+} as const;
+
 /** `{}` is a valid value of the section: every field has a default. */
 const section = <T extends z.ZodMiniObject>(schema: T, description?: string) => {
   const withDefaults = z.prefault(schema, {} as z.input<T>);
   return description === undefined ? withDefaults : d(withDefaults, description);
 };
 
-const imageSchema = z.strictObject({
-  repository: d(z._default(z.string().check(z.minLength(1), z.regex(/^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, {
+const imageRepository = (fallback: string, description: string) => d(z._default(z.string().check(z.minLength(1),
+  z.regex(/^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, {
     message: 'must be an image repository such as ghcr.io/org/image (lower case, no tag)',
-  })), IMAGE_DEFAULTS.repository), 'Image repository with node >= 20 and PostgreSQL client tools.'),
-  tag: d(z._default(z.string().check(z.regex(/^[\w][\w.-]{0,127}$/, { message: 'must be an image tag such as 1.2.3 or latest' })), IMAGE_DEFAULTS.tag),
-    'Image tag.'),
-  digest: d(z.optional(z.string().check(z.regex(/^sha256:[a-f0-9]{64}$/, { message: 'must be sha256:<64 hex digits>' }))),
-    'Image digest; when set it pins the image instead of the tag.'),
+  })), fallback), description);
+const imageTag = (fallback: string, description: string) => d(z._default(
+  z.string().check(z.regex(/^[\w][\w.-]{0,127}$/, { message: 'must be an image tag such as 1.2.3 or latest' })), fallback), description);
+const imageDigest = () => d(z.optional(z.string().check(z.regex(/^sha256:[a-f0-9]{64}$/, { message: 'must be sha256:<64 hex digits>' }))),
+  'Image digest; when set it pins the image instead of the tag.');
+
+const nodeRuntimeSchema = z.strictObject({
+  enabled: d(z._default(z.boolean(), true), 'Bring node along: an init container copies node, with the libraries it needs, from this image '
+    + 'into the pod, and the runner uses it when the helper image has no node >= 20 (the seed\'s helper image has none). '
+    + 'false: no init container; the helper image must have node >= 20 (as image/Dockerfile\'s has).'),
+  repository: imageRepository(NODE_RUNTIME_DEFAULTS.repository, 'Image with node on PATH, glibc-based (the official Debian node images).'),
+  tag: imageTag(NODE_RUNTIME_DEFAULTS.tag, 'Image tag: a maintained Node.js LTS line, 20 or newer.'),
+  digest: imageDigest(),
+});
+
+const imageSchema = z.strictObject({
+  repository: imageRepository(IMAGE_DEFAULTS.repository, 'Image repository with PostgreSQL client tools (and node >= 20, unless image.runtime brings it).'),
+  tag: imageTag(IMAGE_DEFAULTS.tag, 'Image tag.'),
+  digest: imageDigest(),
   registry: d(z._default(z.string().check(z.regex(/^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]+)?(\/[a-z0-9._-]+)*$/, {
     message: 'must be a registry host such as your-registry.company.com (optionally with :port or /path), or ""',
-  })), ''), 'Airgapped registry: replaces the registry host of every image. "" keeps it.'),
-  pullPolicy: d(z._default(z.enum(['Always', 'IfNotPresent', 'Never']), 'IfNotPresent'), 'imagePullPolicy.'),
-  pullSecrets: d(z._default(z.array(dnsSubdomain()), []), 'Names of existing image pull Secrets.'),
+  })), ''), 'Airgapped registry: replaces the registry host of every image (the helper image and image.runtime). "" keeps it.'),
+  pullPolicy: d(z._default(z.enum(['Always', 'IfNotPresent', 'Never']), 'IfNotPresent'), 'imagePullPolicy (of both images).'),
+  pullSecrets: d(z._default(z.array(dnsSubdomain()), []), 'Names of existing image pull Secrets (for both images).'),
+  runtime: section(nodeRuntimeSchema, 'Where node comes from when the helper image has none.'),
 });
 
 const jobSchema = z.strictObject({
