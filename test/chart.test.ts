@@ -210,6 +210,7 @@ describe('the Job', () => {
     expect(pod.priorityClassName).toBe('batch-high');
     const annotations = job.spec.template.metadata.annotations;
     expect(annotations).toEqual({
+      'kubectl.kubernetes.io/default-container': 'runner', // kubectl logs job/<name> shows the runner, not the init container
       'sidecar.istio.io/inject': 'false',
       'cluster-autoscaler.kubernetes.io/safe-to-evict': 'false',
       [RUNNER_SHA256_ANNOTATION]: sha256Hex(STAND_IN_BUNDLE),

@@ -142,6 +142,8 @@ export class MigrationJob extends Construct {
           metadata: {
             labels,
             annotations: {
+              // `kubectl logs job/<name>` and `kubectl exec` pick the runner, not the node-runtime init container.
+              'kubectl.kubernetes.io/default-container': container.name,
               ...job.annotations,
               [RUNNER_SHA256_ANNOTATION]: props.runnerSha256,
               [CONFIG_SHA256_ANNOTATION]: props.configSha256,
