@@ -7,6 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { RUNNER_LOADER_FILE } from '../src/chart/runner-loader';
 import type { PgServer } from '../test/support/pg-server';
 
 export type ContenderKind = 'hand' | 'runner';
@@ -75,8 +76,8 @@ export function writeSecretsFile(file: string, source: PgServer, destination: Pg
   }), { mode: 0o600 });
 }
 
-/** `db-migration migrate` runs the runner bundle as `node <work-dir>/runner.js`: that process is the runner. */
-const RUNNER_SCRIPT = '/runner.js';
+/** `db-migration migrate` runs the runner bundle as `node <work-dir>/load-runner.js`: that process is the runner. */
+const RUNNER_SCRIPT = `/${RUNNER_LOADER_FILE}`;
 export { RUNNER_SCRIPT };
 
 function runnerContender(ctx: ContenderContext, id: ContenderId, mode: 'dump' | 'stream', verify: 'counts' | 'none'): Contender {

@@ -182,7 +182,7 @@ export class TreeMonitor {
 
 /**
  * The runner's own node process in a tree started as `node bin/db-migration.js migrate ...`: the CLI starts the
- * runner bundle as a child node process (`node <work-dir>/runner.js --config ...`). Of the node processes
+ * runner bundle as a child node process (`node <work-dir>/load-runner.js --config ...`). Of the node processes
  * running the script, the one with the largest peak: a child the runner has forked but not yet exec'd into
  * pg_dump briefly looks the same, and is never larger.
  */
