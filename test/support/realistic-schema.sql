@@ -19,10 +19,12 @@
 --   functions sales.touch_updated_at() (trigger), sales.order_total(int)
 --   rows      2000 customers, 5000 orders, 15000 order items, 500 products, 3000 audit events, 40 cafés
 
+-- The roles are cluster-wide: several databases may be created from this file at once, so a role another session
+-- has just created (duplicate_object, or unique_violation while both insert) is fine.
 DO $$
 BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_owner') THEN CREATE ROLE app_owner NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_reader') THEN CREATE ROLE app_reader NOLOGIN; END IF;
+  BEGIN CREATE ROLE app_owner NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+  BEGIN CREATE ROLE app_reader NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
   EXECUTE format('GRANT CREATE, CONNECT ON DATABASE %I TO app_owner', current_database());
 END $$;
 
