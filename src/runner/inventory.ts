@@ -17,8 +17,11 @@
  */
 import type { Client } from 'pg';
 import { compareCodePoints, withLocalSettings } from './checksum';
+import { alignServerVersions, NOT_NULL_CLASS } from './inventory-versions';
 import { schemaMatcher } from './schemas';
-import { displayIdent, displayName } from './sql';
+import { displayIdent, displayName, normalizeSql } from './sql';
+
+export { normalizeSql };
 
 export type InventoryKind =
   | 'schema' | 'table' | 'column' | 'index' | 'constraint' | 'trigger' | 'function' | 'view' | 'matview'
@@ -108,10 +111,12 @@ export async function readInventory(client: Client, opts: InventoryOptions): Pro
  * addition (extra), or has with other properties (different, one entry per object listing every property
  * that differs).
  */
-export function compareInventories(source: Inventory, destination: Inventory): InventoryDifference[] {
-  if (source.includeAcl !== destination.includeAcl || source.includeOwners !== destination.includeOwners) {
+export function compareInventories(sourceInventory: Inventory, destinationInventory: Inventory): InventoryDifference[] {
+  if (sourceInventory.includeAcl !== destinationInventory.includeAcl || sourceInventory.includeOwners !== destinationInventory.includeOwners) {
     throw new Error('inventories were read with different options (includeAcl / includeOwners); read both sides the same way');
   }
+  // Across major versions, what the newer server adds by itself is not a difference (inventory-versions.ts).
+  const { source, destination } = alignServerVersions(sourceInventory, destinationInventory);
   const src = new Map(source.objects.map((o) => [o.key, o]));
   const dst = new Map(destination.objects.map((o) => [o.key, o]));
   const absent = new Set<string>();
@@ -222,36 +227,6 @@ function isAre(o: InventoryObject): string {
 
 function capitalize(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Normalization
-
-/**
- * Collapses runs of whitespace outside quoted literals and identifiers, so formatting differences between
- * server versions do not count while a changed string literal still does.
- */
-export function normalizeSql(text: string | null): string | null {
-  if (text === null) return null;
-  let out = '';
-  let quote: string | null = null;
-  let pendingSpace = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i];
-    if (quote) {
-      out += ch;
-      if (ch === quote) {
-        if (text[i + 1] === quote) { out += text[++i]; continue; }
-        quote = null;
-      }
-      continue;
-    }
-    if (/\s/.test(ch)) { pendingSpace = out.length > 0; continue; }
-    if (pendingSpace) { out += ' '; pendingSpace = false; }
-    if (ch === '\'' || ch === '"') quote = ch;
-    out += ch;
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -648,19 +623,21 @@ class InventoryBuilder {
     if (r.parent_same_table) return;
     const definition = normalizeSql(r.def.replace(/ NOT VALID$/, ''));
     const properties = { definition, validated: yesNo(r.validated) };
+    // NOT NULL constraints that newer servers catalog (contype 'n') have a class of their own: see inventory-versions.ts.
+    const notNull = r.type === 'n' ? NOT_NULL_CLASS : '';
     if (r.table !== null && r.relkind !== null) {
       const parents = [relationKey(r.schema, r.table, r.relkind)];
       if (r.parent_name !== null && r.parent_schema !== null && r.parent_table !== null) {
-        parents.push(key('constraint', r.parent_schema, r.parent_table, r.parent_name), partitionKey(r.schema, r.table));
+        parents.push(key(`${notNull}constraint`, r.parent_schema, r.parent_table, r.parent_name), partitionKey(r.schema, r.table));
       }
       this.add({
-        key: key('constraint', r.schema, r.table, r.name), kind: 'constraint', schema: r.schema,
+        key: key(`${notNull}constraint`, r.schema, r.table, r.name), kind: 'constraint', schema: r.schema,
         object: `constraint ${displayIdent(r.name)} on ${displayIdent(r.table)}`,
         display: `constraint ${displayIdent(r.name)} on ${displayName(r.schema, r.table)}`, parents, properties,
       });
     } else if (r.domain !== null) {
       this.add({
-        key: key('domain constraint', r.schema, r.domain, r.name), kind: 'constraint', schema: r.schema,
+        key: key(`${notNull}domain constraint`, r.schema, r.domain, r.name), kind: 'constraint', schema: r.schema,
         object: `constraint ${displayIdent(r.name)} on domain ${displayIdent(r.domain)}`,
         display: `constraint ${displayIdent(r.name)} on domain ${displayName(r.schema, r.domain)}`,
         parents: [key('domain', r.schema, r.domain)], properties,

@@ -16,6 +16,7 @@ import { compareChecksums, tableChecksums, type TableChecksum } from './checksum
 import { connect, describeEndpoint } from './connection';
 import { ToolAbortedError } from './exec';
 import { compareInventories, readInventory } from './inventory';
+import { printedByDestination } from './inventory-versions';
 import { schemaMatcher } from './schemas';
 import { displayName, qualifiedName } from './sql';
 
@@ -190,7 +191,9 @@ export async function verifyDatabase(
     const { schemas: only, excludeSchemas } = config.migration.dump;
     const inventoryOpts = { schemas: only, excludeSchemas, includeAcl: !config.migration.restore.noAcl, includeOwners: !config.migration.restore.noOwner };
     const [srcInv, dstInv] = await Promise.all([readInventory(src, inventoryOpts), readInventory(dst, inventoryOpts)]);
-    for (const d of compareInventories(srcInv, dstInv)) {
+    // Across major versions, the source's view queries as the destination prints them (inventory-versions.ts).
+    const srcAsPrinted = await printedByDestination(dst, srcInv, dstInv);
+    for (const d of compareInventories(srcAsPrinted, dstInv)) {
       const [source, destination] = d.what === 'missing' ? ['present', 'missing']
         : d.what === 'extra' ? ['missing', 'present'] : [d.source ?? '', d.destination ?? ''];
       differences.push({ schema: d.schema, object: d.object, kind: 'inventory', source, destination, message: d.message });

@@ -1,7 +1,8 @@
 /**
  * Throwaway PostgreSQL servers for tests: initdb into a temp dir, loopback only, a free port, password
  * (scram-sha-256) auth for everyone, a superuser `postgres`. Runs the server as the `postgres` OS user when
- * the tests run as root (initdb refuses root).
+ * the tests run as root (initdb refuses root). The server binaries (initdb, pg_ctl) are the machine's PostgreSQL 15
+ * unless `binDir` names another major's (pg-versions.ts serverBinDir); psql and pg_dump here are always PG_BIN's.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
@@ -22,6 +23,8 @@ export interface PgServer {
   readonly superuser: string;
   readonly superPassword: string;
   readonly dataDir: string;
+  /** server_version_num, read after the first start (e.g. 180004 for 18.4). */
+  readonly version: number;
   /** Runs SQL as the superuser (simple query protocol: several statements run as one implicit transaction, so CREATE DATABASE must be sent alone); returns the last result's rows. */
   query<T = Record<string, unknown>>(sql: string, database?: string): Promise<T[]>;
   /** Runs a SQL file with psql as the superuser, ON_ERROR_STOP. */
@@ -63,6 +66,26 @@ export interface PgServerOptions {
   readonly port?: number;
   /** Serve TLS with a self-signed certificate (written to `<dataDir>/server.crt`); 'required' refuses plain connections. @default false */
   readonly ssl?: boolean | 'required';
+  /** Directory of the server binaries initdb and pg_ctl (pg_ctl runs the postgres beside it). @default PG_BIN */
+  readonly binDir?: string;
+}
+
+/**
+ * initdb flags that depend on the server's major version, all in one place. 12..18 share every other flag
+ * (-U, --pwfile, --auth=scram-sha-256, which also sets password_encryption on 12 and 13, -E UTF8, -N,
+ * --locale=C.UTF-8: the locale comes from the machine's glibc, which the npm builds link too).
+ *   - 18 turned data page checksums on by default: off, like 12..17, so every major gets the same cluster.
+ */
+function initdbFlagsFor(major: number): string[] {
+  return major >= 18 ? ['--no-data-checksums'] : [];
+}
+
+/** The major version of the initdb in `binDir` ("initdb (PostgreSQL) 12.22" → 12). */
+async function initdbMajor(binDir: string): Promise<number> {
+  const { stdout } = await run(join(binDir, 'initdb'), ['--version']);
+  const major = /\(PostgreSQL\) (\d+)/.exec(stdout)?.[1];
+  if (!major) throw new Error(`${binDir}/initdb --version printed ${stdout}`);
+  return Number(major);
 }
 
 export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServer> {
@@ -78,8 +101,10 @@ export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServe
     chownSync(root, uid, gid);
     chownSync(pwFile, uid, gid);
   }
-  const [initCmd, initArgs] = asPostgres(join(PG_BIN, 'initdb'), [
+  const binDir = opts.binDir ?? PG_BIN;
+  const [initCmd, initArgs] = asPostgres(join(binDir, 'initdb'), [
     '-D', dataDir, '-U', SUPERUSER, '--pwfile', pwFile, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C.UTF-8', '-N',
+    ...initdbFlagsFor(await initdbMajor(binDir)),
   ]);
   await run(initCmd, initArgs);
   rmSync(pwFile);
@@ -106,11 +131,24 @@ export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServe
 
   const logFile = join(root, 'server.log');
   const pgCtl = (...args: string[]) => {
-    const [cmd, a] = asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', dataDir, ...args]);
+    const [cmd, a] = asPostgres(join(binDir, 'pg_ctl'), ['-D', dataDir, ...args]);
     return run(cmd, a);
   };
   const start = async () => { await pgCtl('-l', logFile, '-w', '-t', '60', 'start'); };
   await start();
+
+  const query = async <T>(sql: string, database = 'postgres') => {
+    const client = new Client({ host, port, user: SUPERUSER, password: superPassword, database, ssl: opts.ssl ? { rejectUnauthorized: false } : false });
+    await client.connect();
+    try {
+      const res = await client.query(sql);
+      const last = Array.isArray(res) ? res[res.length - 1] : res;
+      return (last?.rows ?? []) as T[];
+    } finally {
+      await client.end();
+    }
+  };
+  const [{ v }] = await query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
 
   const server: PgServer = {
     host,
@@ -118,17 +156,8 @@ export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServe
     superuser: SUPERUSER,
     superPassword,
     dataDir,
-    async query<T>(sql: string, database = 'postgres') {
-      const client = new Client({ host, port, user: SUPERUSER, password: superPassword, database, ssl: opts.ssl ? { rejectUnauthorized: false } : false });
-      await client.connect();
-      try {
-        const res = await client.query(sql);
-        const last = Array.isArray(res) ? res[res.length - 1] : res;
-        return (last?.rows ?? []) as T[];
-      } finally {
-        await client.end();
-      }
-    },
+    version: Number(v),
+    query,
     async psqlFile(file, database = 'postgres', env = {}) {
       await run(join(PG_BIN, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', host, '-p', String(port), '-U', SUPERUSER, '-d', database, '-f', file], {
         env: { ...process.env, PGPASSWORD: superPassword, PGOPTIONS: '-c client_min_messages=WARNING', PGSSLMODE: opts.ssl ? 'require' : 'disable', ...env },
