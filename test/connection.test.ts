@@ -3,14 +3,14 @@
  * libpqEnv must reach the server, read-only sessions must refuse writes, and TLS modes must behave as libpq's.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedEndpoint } from '../src/spec/runtime-config';
-import { connect, describeEndpoint, libpqEnv, passwordFor, pgClientConfig } from '../src/runner/connection';
+import { configureNetwork, connect, describeEndpoint, libpqEnv, passwordFor, pgClientConfig } from '../src/runner/connection';
 import { classifyError } from '../src/runner/errors';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 
@@ -35,6 +35,9 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
   await Promise.all([source?.destroy(), destination?.destroy()]);
 });
+
+/** The servers' side of the default 60 s network timeout: keepalive after 15 s idle, every 7 s, 7 probes. */
+const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=15 -c tcp_keepalives_interval=7 -c tcp_keepalives_count=7';
 
 describe('passwordFor', () => {
   const ep = { host: 'h', port: 5432, database: 'temporal', username: 'temporal', sslmode: 'prefer', passwordEnv: 'DBM_X_SOURCE_PASSWORD' } as const;
@@ -63,14 +66,15 @@ describe('pgClientConfig', () => {
 
   it('sets read-only sessions, the application name and the connect timeout, and no statement_timeout', () => {
     const cfg = pgClientConfig({ ...base, sslmode: 'disable' }, env, { readOnly: true, connectTimeoutSeconds: 7 });
+    // (network settings: the default 60 s until configureNetwork runs: keepalive after 15 s, the server's every 7 s, 7 times)
     expect(cfg).toEqual({
       host: 'db', port: 5432, database: 'app', user: 'migrator', password: 'pw', ssl: false,
-      connectionTimeoutMillis: 7000, application_name: 'db-migration', keepAlive: true,
-      options: '-c default_transaction_read_only=on',
+      connectionTimeoutMillis: 7000, application_name: 'db-migration', keepAlive: true, keepAliveInitialDelayMillis: 15_000,
+      options: `-c default_transaction_read_only=on ${SERVER_KEEPALIVES}`,
     });
     expect(cfg).not.toHaveProperty('statement_timeout');
     const dest = pgClientConfig({ ...base, sslmode: 'disable' }, env, { readOnly: false, connectTimeoutSeconds: 7, applicationName: 'x' });
-    expect(dest).not.toHaveProperty('options');
+    expect(dest.options).toBe(SERVER_KEEPALIVES);
     expect(dest.application_name).toBe('x');
   });
 
@@ -102,10 +106,10 @@ describe('libpqEnv', () => {
     expect(libpqEnv(ep, { PW: 'pw' }, { readOnly: true, connectTimeoutSeconds: 10 })).toEqual({
       PGHOST: 'db', PGPORT: '6543', PGUSER: 'migrator', PGDATABASE: 'app', PGSSLMODE: 'verify-full',
       PGSSLROOTCERT: '/etc/tls/ca.crt', PGPASSWORD: 'pw', PGCONNECT_TIMEOUT: '10', PGAPPNAME: 'db-migration',
-      PGOPTIONS: '-c default_transaction_read_only=on',
+      PGOPTIONS: `-c default_transaction_read_only=on ${SERVER_KEEPALIVES}`,
     });
     const dest = libpqEnv({ ...ep, sslmode: 'prefer', caCertFile: undefined }, { PW: 'pw' }, { readOnly: false, connectTimeoutSeconds: 1 });
-    expect(dest).not.toHaveProperty('PGOPTIONS');
+    expect(dest.PGOPTIONS).toBe(SERVER_KEEPALIVES);
     expect(dest).not.toHaveProperty('PGSSLROOTCERT');
     expect(dest.PGCONNECT_TIMEOUT).toBe('2'); // libpq's minimum
   });
@@ -116,6 +120,31 @@ describe('libpqEnv', () => {
     expect(stdout.trim().split('\n')).toEqual(['db-migration', 'on']);
     const write = run(join(PG_BIN, 'psql'), ['-X', '-v', 'ON_ERROR_STOP=1', '-c', 'CREATE TABLE t (id int)'], { env });
     await expect(write).rejects.toMatchObject({ stderr: expect.stringContaining('cannot execute CREATE TABLE in a read-only transaction') });
+  });
+
+  it('given a network timeout, when psql connects, then libpq reads the keepalives from the service file and the server probes its side too', async () => {
+    // given migration.timeouts.network: 20 (keepalive after 5 s idle, every 2 s, 8 probes; 20 s for unacknowledged data)
+    const settings = configureNetwork(20, dir);
+    try {
+      expect(readFileSync(settings.serviceFile!, 'utf8')).toBe('# db-migration: bounded waits on a silent network (migration.timeouts.network); written by the runner\n'
+        + '[db-migration]\nkeepalives=1\nkeepalives_idle=5\nkeepalives_interval=2\nkeepalives_count=8\ntcp_user_timeout=20000\n');
+      const env = { ...process.env, ...libpqEnv(endpoint(source), envFor(source), { readOnly: true, connectTimeoutSeconds: 5 }) };
+      expect(env).toMatchObject({ PGSERVICEFILE: settings.serviceFile, PGSERVICE: 'db-migration' });
+      // when psql connects with that environment (a service libpq could not read would fail the connection)
+      const { stdout } = await run(join(PG_BIN, 'psql'), ['-X', '-At', '-c', 'SHOW tcp_keepalives_idle', '-c', 'SHOW tcp_keepalives_interval',
+        '-c', 'SHOW tcp_keepalives_count', '-c', 'SHOW default_transaction_read_only'], { env });
+      // then the server's side of the session probes as the runner's does, and the session is still read only
+      expect(stdout.trim().split('\n')).toEqual(['5', '2', '8', 'on']);
+      // and the runner's own sessions too
+      const client = await connect(endpoint(source), envFor(source), { readOnly: false, connectTimeoutSeconds: 5 });
+      try {
+        expect((await client.query('SHOW tcp_keepalives_idle')).rows).toEqual([{ tcp_keepalives_idle: '5' }]);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      configureNetwork(60, dir);
+    }
   });
 
   it('lets psql write on the destination', async () => {

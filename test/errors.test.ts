@@ -118,6 +118,9 @@ describe('classifyError on node-postgres and socket errors', () => {
   it('classifies errno codes: ETIMEDOUT, EAI_AGAIN and ECONNRESET transient, ENOTFOUND permanent', () => {
     const errno = (code: string, message: string) => Object.assign(new Error(message), { code });
     expect(classifyError(errno('ETIMEDOUT', 'connect ETIMEDOUT 10.0.0.1:5432'))).toEqual({ transient: true, reason: 'connection timed out' });
+    // once connected, a timeout is the network's (keepalive gave up): migration.timeouts.network
+    expect(classifyError(errno('ETIMEDOUT', 'read ETIMEDOUT'))).toEqual({ transient: true, reason: 'network timeout' });
+    expect(classifyError(new Error('could not receive data from server: Connection timed out'))).toEqual({ transient: true, reason: 'network timeout' });
     expect(classifyError(errno('EAI_AGAIN', 'getaddrinfo EAI_AGAIN db.svc'))).toEqual({ transient: true, reason: 'temporary DNS failure' });
     expect(classifyError(errno('ECONNRESET', 'read ECONNRESET'))).toEqual({ transient: true, reason: 'connection reset' });
     expect(classifyError(errno('EPIPE', 'write EPIPE'))).toEqual({ transient: true, reason: 'connection reset' });

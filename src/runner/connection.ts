@@ -3,10 +3,13 @@
  * environment for pg_dump / pg_restore / psql. Passwords come from environment variables only (the Job maps
  * them from Secrets) and never appear in command-line arguments, messages or errors.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Socket } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import { Client, type ClientConfig } from 'pg';
 import type { ResolvedEndpoint } from '../spec/runtime-config';
+import { watchUnacknowledged } from './tcp-watchdog';
 
 /** The application_name every session of the runner uses, so DBAs can spot it in pg_stat_activity. */
 export const APPLICATION_NAME = 'db-migration';
@@ -21,6 +24,66 @@ export interface ConnectionOptionsInput {
   readonly connectTimeoutSeconds: number;
   /** @default - 'db-migration' */
   readonly applicationName?: string;
+}
+
+/**
+ * How long a silent network (a partition, a node or firewall dropping packets: no reset, no answer) may keep a
+ * connection waiting: migration.timeouts.network, set once per run by {@link configureNetwork}.
+ * - libpq (pg_dump, pg_restore, psql, pg_dumpall): keepalives every few seconds once idle for a quarter of the
+ *   timeout, and tcp_user_timeout, which bounds data the server does not acknowledge; through a service file
+ *   (PGSERVICEFILE), since libpq has no environment variables for them and arguments stay unchanged.
+ * - the runner's own sessions: TCP keepalive after a quarter of the timeout (libuv then probes every second, 10
+ *   times), and the tcp-watchdog for unacknowledged data.
+ * - the servers: the same keepalives on their side of each session (tcp_keepalives_*), so a backend whose runner
+ *   vanished ends and releases its locks and snapshot instead of waiting for the operating system's two hours.
+ */
+export interface NetworkSettings {
+  readonly timeoutSeconds: number;
+  /** The libpq service file holding the keepalive settings, or undefined before it is written. */
+  readonly serviceFile?: string;
+}
+
+/** The libpq service the tools use (its section in the service file). */
+export const LIBPQ_SERVICE = 'db-migration';
+
+/** Used until configureNetwork runs (the spec's default). */
+const DEFAULT_NETWORK_TIMEOUT_SECONDS = 60;
+let network: NetworkSettings = { timeoutSeconds: DEFAULT_NETWORK_TIMEOUT_SECONDS };
+
+/** Keepalive timing for a network timeout: idle for a quarter of it, then probes that use up the rest. */
+export function keepaliveSettings(timeoutSeconds: number) {
+  const idle = Math.max(1, Math.floor(timeoutSeconds / 4));
+  const interval = Math.max(1, Math.floor(timeoutSeconds / 8));
+  return { idle, interval, count: Math.max(1, Math.ceil((timeoutSeconds - idle) / interval)), userTimeoutMs: timeoutSeconds * 1000 };
+}
+
+/** Sets the network timeout for every connection opened from now on; writes the libpq service file into `dir`. */
+export function configureNetwork(timeoutSeconds: number, dir: string): NetworkSettings {
+  const k = keepaliveSettings(timeoutSeconds);
+  const serviceFile = join(dir, 'pg_service.conf');
+  writeFileSync(serviceFile, [
+    '# db-migration: bounded waits on a silent network (migration.timeouts.network); written by the runner',
+    `[${LIBPQ_SERVICE}]`,
+    'keepalives=1',
+    `keepalives_idle=${k.idle}`,
+    `keepalives_interval=${k.interval}`,
+    `keepalives_count=${k.count}`,
+    `tcp_user_timeout=${k.userTimeoutMs}`,
+    '',
+  ].join('\n'), { mode: 0o600 });
+  network = { timeoutSeconds, serviceFile };
+  return network;
+}
+
+/** The network settings in force. */
+export function networkSettings(): NetworkSettings {
+  return network;
+}
+
+/** Session options that make the server probe its side of the connection as the runner does (tcp_keepalives_*). */
+function serverKeepaliveOptions(): string {
+  const k = keepaliveSettings(network.timeoutSeconds);
+  return `-c tcp_keepalives_idle=${k.idle} -c tcp_keepalives_interval=${k.interval} -c tcp_keepalives_count=${k.count}`;
 }
 
 /** The password of an endpoint, from the environment variable the runtime config names. */
@@ -78,7 +141,10 @@ export function pgClientConfig(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, opt
     connectionTimeoutMillis: Math.max(1, Math.round(opts.connectTimeoutSeconds * 1000)),
     application_name: opts.applicationName ?? APPLICATION_NAME,
     keepAlive: true,
-    ...(opts.readOnly ? { options: READ_ONLY_OPTIONS } : {}),
+    // libuv probes every second, 10 times, once the socket has been idle this long (a delay under 1 s would leave
+    // the operating system's two hours in force).
+    keepAliveInitialDelayMillis: Math.max(1000, keepaliveSettings(network.timeoutSeconds).idle * 1000),
+    options: [...(opts.readOnly ? [READ_ONLY_OPTIONS] : []), serverKeepaliveOptions()].join(' '),
   };
 }
 
@@ -103,6 +169,9 @@ async function connectWith(config: ClientConfig): Promise<Client> {
   client.on('error', () => undefined);
   try {
     await client.connect();
+    // Data the server never acknowledges is bounded too (node cannot set TCP_USER_TIMEOUT).
+    const socket = (client as unknown as { connection?: { stream?: Socket } }).connection?.stream;
+    if (socket) watchUnacknowledged(socket, network.timeoutSeconds);
     return client;
   } catch (err) {
     await client.end().catch(() => undefined);
@@ -161,7 +230,9 @@ export function libpqEnv(
     PGAPPNAME: APPLICATION_NAME,
   };
   if (ep.caCertFile) out.PGSSLROOTCERT = ep.caCertFile;
-  if (opts.readOnly) out.PGOPTIONS = READ_ONLY_OPTIONS;
+  // Keepalives and tcp_user_timeout for the client side (libpq reads them from the service file only).
+  if (network.serviceFile) Object.assign(out, { PGSERVICEFILE: network.serviceFile, PGSERVICE: LIBPQ_SERVICE });
+  out.PGOPTIONS = [...(opts.readOnly ? [READ_ONLY_OPTIONS] : []), serverKeepaliveOptions()].join(' ');
   return out;
 }
 

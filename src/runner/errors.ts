@@ -107,7 +107,13 @@ const RULES: readonly Rule[] = [
     advice: 'nothing accepts connections at that host and port: check the host and port in the spec and that the server is running',
   },
   {
-    transient: true, reason: 'connection timed out', errno: ['ETIMEDOUT'],
+    // A session that stopped getting answers (keepalive or tcp_user_timeout gave up, or tcp-watchdog.ts), not a connect.
+    transient: true, reason: 'network timeout', errno: ['ENETWORKTIMEOUT'],
+    text: /could not (receive|send) data from server: Connection timed out|read ETIMEDOUT|write ETIMEDOUT|network timeout: /i,
+    advice: 'the network stopped carrying this connection (a partition, a node or firewall dropping packets) for migration.timeouts.network seconds; it is retried',
+  },
+  {
+    transient: true, reason: 'connection timed out',
     text: /timeout expired|Connection timed out|ETIMEDOUT|connection timeout/i,
     advice: 'the server did not answer in time: check network policies and firewalls between the Job and the server, or raise migration.timeouts.connect',
   },

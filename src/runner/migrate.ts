@@ -12,7 +12,7 @@
 import { dirname } from 'node:path';
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
-import { connect, describeEndpoint } from './connection';
+import { configureNetwork, connect, describeEndpoint } from './connection';
 import { dumpDatabase, removeDumpDir } from './dump';
 import { classifyError, humanError } from './errors';
 import { quoteIdent } from './sql';
@@ -81,6 +81,8 @@ function differenceText(d: unknown): string {
 export async function runMigration(config: RuntimeConfig, options: RunMigrationOptions): Promise<RunSummary> {
   const startedAt = new Date();
   const { env, signal } = options;
+  // Every connection from here on: keepalives and a bound on unacknowledged data (migration.timeouts.network).
+  configureNetwork(config.migration.timeouts.network, config.paths.tmp);
   const passwordVars = passwordEnvNames(config);
   const logger = Logger.create({
     format: config.migration.logFormat,

@@ -193,6 +193,8 @@ export const migrationSettingsSchema = z.strictObject({
     dump: d(z._default(positiveInt(), 3600), 'Seconds per database for the dump.'),
     restore: d(z._default(positiveInt(), 3600), 'Seconds per database for the restore.'),
     verify: d(z._default(positiveInt(), 1800), 'Seconds per database for verification.'),
+    network: d(z._default(positiveInt(undefined, { value: 3600 }), 60), 'Seconds a silent network (a partition, packets dropped without a reset) may keep a connection '
+      + 'waiting before the phase fails as a network failure and is retried: TCP keepalives and a user timeout on every connection.'),
   })),
   retries: section(z.strictObject({
     attempts: d(z._default(positiveInt(), 3), 'Attempts for a phase that fails transiently.'),
