@@ -131,8 +131,11 @@ async function execute(plan: MigrationPlan, config: RuntimeConfig, options: RunM
   // 1. Pre-flight, every enabled database, before anything moves.
   const pfLog = logger.child({ phase: 'preflight' });
   let report: PreflightReport;
+  const preflightStarted = Date.now();
   try {
     report = await withDeadline('preflight', 'preflight', { signal }, () => preflight(config, env, { binDir: plan.binDir }));
+    // How long the checks took: their catalog round trips show on a slow link.
+    pfLog.info(`pre-flight checks took ${formatDuration((Date.now() - preflightStarted) / 1000)}`);
   } catch (err) {
     if (signal?.aborted) {
       for (const db of plan.databases) record(db.name, { status: 'interrupted', phase: 'preflight', error: 'interrupted during pre-flight' });
