@@ -20,13 +20,12 @@
  * what dead processes (e.g. SIGKILLed workers) left behind.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Client } from 'pg';
-import { PG_BIN, SUPERUSER, type PgServer } from './pg-server';
+import { startPgServer, type PgServer } from './pg-server';
 
 const run = promisify(execFile);
 const NS_RE = /^dbmns-(\d+)-(\d+)-/;
@@ -167,60 +166,13 @@ export interface NsPgServerOptions {
 
 /** pg-server.ts's startPgServer, but the server runs inside `host` listening on `host.address`, and accepts password logins from the root side. */
 export async function startPgServerIn(host: Host, opts: NsPgServerOptions = {}): Promise<PgServer> {
-  const root = mkdtempSync(join(tmpdir(), `dbm-${host.ns}-`));
-  const dataDir = join(root, 'data');
-  const superPassword = `super-${Math.random().toString(36).slice(2)}-pw`;
-  const pwFile = join(root, 'pw');
-  writeFileSync(pwFile, `${superPassword}\n`, { mode: 0o600 });
-  chmodSync(root, 0o755);
-  const [uid, gid] = ['-u', '-g'].map((f) => Number(execFileSync('id', [f, 'postgres']).toString().trim()));
-  chownSync(root, uid, gid);
-  chownSync(pwFile, uid, gid);
-  const asPg = (cmd: string, args: string[]) => ['runuser', '-u', 'postgres', '--', join(PG_BIN, cmd), ...args];
-  await run(...split(asPg('initdb', ['-D', dataDir, '-U', SUPERUSER, '--pwfile', pwFile, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C.UTF-8', '-N'])));
-  rmSync(pwFile);
-  const port = opts.port ?? 5432;
-  const settings: Record<string, string> = {
-    listen_addresses: `'${host.address}'`, port: String(port), unix_socket_directories: "''",
-    fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '60', ...opts.settings,
-  };
-  appendFileSync(join(dataDir, 'postgresql.conf'), Object.entries(settings).map(([k, v]) => `${k} = ${v}\n`).join(''));
-  writeFileSync(join(dataDir, 'pg_hba.conf'), `host all all ${host.rootAddress}/32 scram-sha-256\n`);
-  const logFile = join(root, 'server.log');
-  const pgCtl = (...args: string[]) => host.exec(...split(asPg('pg_ctl', ['-D', dataDir, ...args])));
-  const start = async () => { await pgCtl('-l', logFile, '-w', '-t', '60', 'start'); };
-  await start();
-  const query = async <T>(sql: string, database = 'postgres') => {
-    const client = new Client({ host: host.address, port, user: SUPERUSER, password: superPassword, database });
-    await client.connect();
-    try {
-      const res = await client.query(sql);
-      const last = Array.isArray(res) ? res[res.length - 1] : res;
-      return (last?.rows ?? []) as T[];
-    } finally { await client.end(); }
-  };
-  const [{ v }] = await query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
-  const server: PgServer = {
-    host: host.address, port, superuser: SUPERUSER, superPassword, dataDir, version: Number(v), query,
-    async psqlFile(file, database = 'postgres', env = {}) {
-      await run(join(PG_BIN, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', host.address, '-p', String(port), '-U', SUPERUSER, '-d', database, '-f', file], {
-        env: { ...process.env, PGPASSWORD: superPassword, PGOPTIONS: '-c client_min_messages=WARNING', PGSSLMODE: 'disable', ...env },
-        maxBuffer: 64 * 1024 * 1024,
-      });
-    },
-    async createRole(name, password, attributes = '') {
-      await server.query(`CREATE ROLE "${name}" LOGIN PASSWORD '${password.replace(/'/g, "''")}' ${attributes}`);
-    },
-    async stop(mode = 'fast') { await pgCtl('-m', mode, '-w', 'stop'); },
-    start,
-    async destroy() {
-      await pgCtl('-m', 'immediate', '-w', 'stop').catch(() => undefined);
-      rmSync(root, { recursive: true, force: true });
-    },
-  };
-  return server;
+  // pg-server.ts's server, with pg_ctl run inside the namespace and logins admitted from the root namespace's end of the link.
+  return startPgServer({
+    name: host.ns, host: host.address, port: opts.port ?? 5432, settings: opts.settings, clientAddress: `${host.rootAddress}/32`,
+    wrapServerCommand: (cmd, args) => ['ip', ['netns', 'exec', host.ns, cmd, ...args]],
+  });
 }
-const split = (argv: string[]): [string, string[]] => [argv[0], argv.slice(1)];
+
 
 export interface DelayRelay {
   readonly host: string;

@@ -68,6 +68,10 @@ export interface PgServerOptions {
   readonly ssl?: boolean | 'required';
   /** Directory of the server binaries initdb and pg_ctl (pg_ctl runs the postgres beside it). @default PG_BIN */
   readonly binDir?: string;
+  /** The client addresses pg_hba.conf admits (CIDR). @default '127.0.0.0/8' */
+  readonly clientAddress?: string;
+  /** Wraps each pg_ctl command line, e.g. to run the server in a network namespace (netns.ts). @default - run as is */
+  readonly wrapServerCommand?: (cmd: string, args: string[]) => [string, string[]];
 }
 
 /**
@@ -127,12 +131,12 @@ export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServe
     ...opts.settings,
   };
   appendFileSync(join(dataDir, 'postgresql.conf'), Object.entries(settings).map(([k, v]) => `${k} = ${v}\n`).join(''));
-  writeFileSync(join(dataDir, 'pg_hba.conf'), `${opts.ssl === 'required' ? 'hostssl' : 'host'} all all 127.0.0.0/8 scram-sha-256\n`);
+  writeFileSync(join(dataDir, 'pg_hba.conf'), `${opts.ssl === 'required' ? 'hostssl' : 'host'} all all ${opts.clientAddress ?? '127.0.0.0/8'} scram-sha-256\n`);
 
   const logFile = join(root, 'server.log');
   const pgCtl = (...args: string[]) => {
     const [cmd, a] = asPostgres(join(binDir, 'pg_ctl'), ['-D', dataDir, ...args]);
-    return run(cmd, a);
+    return run(...(opts.wrapServerCommand ? opts.wrapServerCommand(cmd, a) : [cmd, a] as [string, string[]]));
   };
   const start = async () => { await pgCtl('-l', logFile, '-w', '-t', '60', 'start'); };
   await start();
