@@ -66,10 +66,11 @@ describe('pgClientConfig', () => {
 
   it('sets read-only sessions, the application name and the connect timeout, and no statement_timeout', () => {
     const cfg = pgClientConfig({ ...base, sslmode: 'disable' }, env, { readOnly: true, connectTimeoutSeconds: 7 });
-    // (network settings: the default 60 s until configureNetwork runs: keepalive after 15 s, the server's every 7 s, 7 times)
+    // (network settings: the default 60 s until configureNetwork runs: keepalive after 50 s, then libuv's 10 probes a
+    // second apart; the server probes after 15 s, every 7 s, 7 times)
     expect(cfg).toEqual({
       host: 'db', port: 5432, database: 'app', user: 'migrator', password: 'pw', ssl: false,
-      connectionTimeoutMillis: 7000, application_name: 'db-migration', keepAlive: true, keepAliveInitialDelayMillis: 15_000,
+      connectionTimeoutMillis: 7000, application_name: 'db-migration', keepAlive: true, keepAliveInitialDelayMillis: 50_000,
       options: `-c default_transaction_read_only=on ${SERVER_KEEPALIVES}`,
     });
     expect(cfg).not.toHaveProperty('statement_timeout');

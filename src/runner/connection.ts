@@ -32,7 +32,7 @@ export interface ConnectionOptionsInput {
  * - libpq (pg_dump, pg_restore, psql, pg_dumpall): keepalives every few seconds once idle for a quarter of the
  *   timeout, and tcp_user_timeout, which bounds data the server does not acknowledge; through a service file
  *   (PGSERVICEFILE), since libpq has no environment variables for them and arguments stay unchanged.
- * - the runner's own sessions: TCP keepalive after a quarter of the timeout (libuv then probes every second, 10
+ * - the runner's own sessions: TCP keepalive after the timeout less 10 s (libuv then probes every second, 10
  *   times), and the tcp-watchdog for unacknowledged data.
  * - the servers: the same keepalives on their side of each session (tcp_keepalives_*), so a backend whose runner
  *   vanished ends and releases its locks and snapshot instead of waiting for the operating system's two hours.
@@ -45,6 +45,9 @@ export interface NetworkSettings {
 
 /** The libpq service the tools use (its section in the service file). */
 export const LIBPQ_SERVICE = 'db-migration';
+
+/** What libuv adds after the idle time: a probe every second, 10 probes (measured on node 20 and 24). */
+const NODE_KEEPALIVE_PROBE_SECONDS = 10;
 
 /** Used until configureNetwork runs (the spec's default). */
 const DEFAULT_NETWORK_TIMEOUT_SECONDS = 60;
@@ -141,9 +144,9 @@ export function pgClientConfig(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, opt
     connectionTimeoutMillis: Math.max(1, Math.round(opts.connectTimeoutSeconds * 1000)),
     application_name: opts.applicationName ?? APPLICATION_NAME,
     keepAlive: true,
-    // libuv probes every second, 10 times, once the socket has been idle this long (a delay under 1 s would leave
-    // the operating system's two hours in force).
-    keepAliveInitialDelayMillis: Math.max(1000, keepaliveSettings(network.timeoutSeconds).idle * 1000),
+    // libuv probes every second, 10 times, once the socket has been idle this long: a silent server is noticed after
+    // the network timeout (at least 11 s; a delay under 1 s would leave the operating system's two hours in force).
+    keepAliveInitialDelayMillis: Math.max(1000, (network.timeoutSeconds - NODE_KEEPALIVE_PROBE_SECONDS) * 1000),
     options: [...(opts.readOnly ? [READ_ONLY_OPTIONS] : []), serverKeepaliveOptions()].join(' '),
   };
 }
