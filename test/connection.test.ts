@@ -37,7 +37,7 @@ afterAll(async () => {
 });
 
 /** The servers' side of the default 60 s network timeout: keepalive after 15 s idle, every 7 s, 7 probes. */
-const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=15 -c tcp_keepalives_interval=7 -c tcp_keepalives_count=7';
+const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=15 -c tcp_keepalives_interval=7 -c tcp_keepalives_count=7 -c tcp_user_timeout=60000';
 
 describe('passwordFor', () => {
   const ep = { host: 'h', port: 5432, database: 'temporal', username: 'temporal', sslmode: 'prefer', passwordEnv: 'DBM_X_SOURCE_PASSWORD' } as const;
@@ -133,9 +133,9 @@ describe('libpqEnv', () => {
       expect(env).toMatchObject({ PGSERVICEFILE: settings.serviceFile, PGSERVICE: 'db-migration' });
       // when psql connects with that environment (a service libpq could not read would fail the connection)
       const { stdout } = await run(join(PG_BIN, 'psql'), ['-X', '-At', '-c', 'SHOW tcp_keepalives_idle', '-c', 'SHOW tcp_keepalives_interval',
-        '-c', 'SHOW tcp_keepalives_count', '-c', 'SHOW default_transaction_read_only'], { env });
+        '-c', 'SHOW tcp_keepalives_count', '-c', 'SHOW tcp_user_timeout', '-c', 'SHOW default_transaction_read_only'], { env });
       // then the server's side of the session probes as the runner's does, and the session is still read only
-      expect(stdout.trim().split('\n')).toEqual(['5', '2', '8', 'on']);
+      expect(stdout.trim().split('\n')).toEqual(['5', '2', '8', '20000', 'on']);
       // and the runner's own sessions too
       const client = await connect(endpoint(source), envFor(source), { readOnly: false, connectTimeoutSeconds: 5 });
       try {

@@ -165,12 +165,12 @@ describe('plan', () => {
       '--format=directory', '--jobs=3', `--file=${db.dumpDir}`, '--compress=5', '--lock-wait-timeout=60s', '--no-password',
       '--schema=sales', '--exclude-schema=audit', '--no-comments',
     ]);
-    expect(db.dump.pgEnv).toMatchObject({ PGHOST: 'db.example', PGDATABASE: 'app', PGOPTIONS: '-c default_transaction_read_only=on -c tcp_keepalives_idle=15 -c tcp_keepalives_interval=7 -c tcp_keepalives_count=7' });
+    expect(db.dump.pgEnv).toMatchObject({ PGHOST: 'db.example', PGDATABASE: 'app', PGOPTIONS: '-c default_transaction_read_only=on -c tcp_keepalives_idle=15 -c tcp_keepalives_interval=7 -c tcp_keepalives_count=7 -c tcp_user_timeout=60000' });
     expect(db.restore.args).toEqual([
       '--format=directory', '--dbname=app_new', '--jobs=4', '--exit-on-error', '--no-password', '--verbose', '--no-owner', '--no-acl', db.dumpDir,
     ]);
     expect(db.restore.pgEnv).toMatchObject({ PGHOST: 'new.example', PGUSER: 'migrator', PGDATABASE: 'app_new' });
-    expect(db.restore.pgEnv.PGOPTIONS).toBe('-c tcp_keepalives_idle=15 -c tcp_keepalives_interval=7 -c tcp_keepalives_count=7'); // the destination is not read only
+    expect(db.restore.pgEnv.PGOPTIONS).toBe('-c tcp_keepalives_idle=15 -c tcp_keepalives_interval=7 -c tcp_keepalives_count=7 -c tcp_user_timeout=60000'); // the destination is not read only
     expect(JSON.stringify(plan)).not.toMatch(/TopSecret|DestSecret/);
   });
 

@@ -34,8 +34,9 @@ export interface ConnectionOptionsInput {
  *   (PGSERVICEFILE), since libpq has no environment variables for them and arguments stay unchanged.
  * - the runner's own sessions: TCP keepalive after the timeout less 10 s (libuv then probes every second, 10
  *   times), and the tcp-watchdog for unacknowledged data.
- * - the servers: the same keepalives on their side of each session (tcp_keepalives_*), so a backend whose runner
- *   vanished ends and releases its locks and snapshot instead of waiting for the operating system's two hours.
+ * - the servers: the same keepalives and user timeout on their side of each session (tcp_keepalives_*,
+ *   tcp_user_timeout; PostgreSQL 12 and later), so a backend whose runner vanished ends and releases its locks
+ *   and snapshot instead of waiting for the operating system's two hours or fifteen minutes.
  */
 export interface NetworkSettings {
   readonly timeoutSeconds: number;
@@ -83,10 +84,11 @@ export function networkSettings(): NetworkSettings {
   return network;
 }
 
-/** Session options that make the server probe its side of the connection as the runner does (tcp_keepalives_*). */
+/** Session options that make the server watch its side of the connection as the runner does (tcp_keepalives_*, tcp_user_timeout). */
 function serverKeepaliveOptions(): string {
   const k = keepaliveSettings(network.timeoutSeconds);
-  return `-c tcp_keepalives_idle=${k.idle} -c tcp_keepalives_interval=${k.interval} -c tcp_keepalives_count=${k.count}`;
+  // tcp_user_timeout (PostgreSQL 12 and later): a backend sending COPY data to a vanished runner gives up too.
+  return `-c tcp_keepalives_idle=${k.idle} -c tcp_keepalives_interval=${k.interval} -c tcp_keepalives_count=${k.count} -c tcp_user_timeout=${k.userTimeoutMs}`;
 }
 
 /** The password of an endpoint, from the environment variable the runtime config names. */

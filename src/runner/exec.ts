@@ -65,8 +65,14 @@ export class ToolTimeoutError extends ToolError {
 
 /** The tool exited with a non-zero code or was killed by a signal it did not get from us. */
 export class ToolFailedError extends ToolError {
-  constructor(tool: string, readonly exitCode: number | null, readonly signal: NodeJS.Signals | null, stderrTail: readonly string[], elapsedMs: number) {
-    super(`${tool} ${exitCode !== null ? `exited with code ${exitCode}` : `was killed by ${signal}`}${tailSuffix(stderrTail)}`, tool, stderrTail, elapsedMs);
+  constructor(
+    tool: string, readonly exitCode: number | null, readonly signal: NodeJS.Signals | null, stderrTail: readonly string[], elapsedMs: number,
+    /** We ended it after it reported its error, because it had not exited (its workers still waiting). */
+    killedAfterError = false,
+  ) {
+    const how = killedAfterError ? 'reported an error and was stopped (its workers had not exited)'
+      : exitCode !== null ? `exited with code ${exitCode}` : `was killed by ${signal}`;
+    super(`${tool} ${how}${tailSuffix(stderrTail)}`, tool, stderrTail, elapsedMs);
   }
 }
 
@@ -122,6 +128,11 @@ function lineSplitter(onLine: (line: string) => void): { push(chunk: Buffer): vo
  * ToolAbortedError, ToolFailedError or ToolSpawnError. Whatever happens, the tool's process group is gone
  * (or has been sent SIGKILL) before the promise settles.
  */
+/** The fatal error line of pg_dump, pg_dumpall and pg_restore (with --exit-on-error): the tool is about to exit. */
+const FATAL_LINE = /^(pg_dump|pg_dumpall|pg_restore): error: /;
+/** How long a tool may take to exit after its fatal error line before its process group is killed. */
+const FATAL_EXIT_GRACE_MS = 3000;
+
 export function runTool(opts: RunToolOptions): Promise<ToolResult> {
   const tool = opts.cmd.split('/').pop() ?? opts.cmd;
   const phase = opts.phase ?? tool;
@@ -163,10 +174,21 @@ export function runTool(opts: RunToolOptions): Promise<ToolResult> {
     const onAbort = () => stop('abort');
     opts.signal?.addEventListener('abort', onAbort, { once: true });
 
+    // A tool that reported its fatal error is done: its leader then signals its parallel workers, and a worker that
+    // was waiting may first try to cancel its query on a server the network no longer reaches, for another full
+    // network timeout (PQcancel opens a new connection). The group gets a short grace to exit, then SIGKILL.
+    let fatalTimer: NodeJS.Timeout | undefined;
+    let killedAfterError = false;
+    const exitsOnError = tool !== 'pg_restore' || opts.args.includes('--exit-on-error');
+    const onFatal = () => {
+      if (fatalTimer || stopReason || !exitsOnError) return;
+      fatalTimer = setTimeout(() => { killedAfterError = true; killGroup('SIGKILL'); }, FATAL_EXIT_GRACE_MS);
+    };
     const stderr = lineSplitter((raw) => {
       const line = redact(raw, secrets);
       tail.push(line);
       if (tail.length > tailLines) tail.shift();
+      if (FATAL_LINE.test(line)) onFatal();
       opts.onStderrLine?.(line);
     });
     const stdout = lineSplitter((raw) => opts.onStdoutLine?.(redact(raw, secrets)));
@@ -187,6 +209,7 @@ export function runTool(opts: RunToolOptions): Promise<ToolResult> {
       if (settled) return;
       settled = true;
       if (timer) clearTimeout(timer);
+      if (fatalTimer) clearTimeout(fatalTimer);
       opts.signal?.removeEventListener('abort', onAbort);
       stderr.end();
       stdout.end();
@@ -199,7 +222,7 @@ export function runTool(opts: RunToolOptions): Promise<ToolResult> {
       if (spawnError) return reject(new ToolSpawnError(tool, spawnError));
       if (stopReason === 'timeout') return reject(new ToolTimeoutError(tool, phase, opts.timeoutMs ?? 0, [...tail], elapsed));
       if (stopReason === 'abort') return reject(new ToolAbortedError(tool, [...tail], elapsed));
-      if (code !== 0) return reject(new ToolFailedError(tool, code, signal, [...tail], elapsed));
+      if (code !== 0) return reject(new ToolFailedError(tool, code, signal, [...tail], elapsed, killedAfterError));
       resolve({ exitCode: code, signal, durationMs: elapsed, stderrTail: [...tail] });
     });
   });
