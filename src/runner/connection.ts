@@ -3,7 +3,7 @@
  * environment for pg_dump / pg_restore / psql. Passwords come from environment variables only (the Job maps
  * them from Secrets) and never appear in command-line arguments, messages or errors.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
@@ -77,6 +77,12 @@ export function configureNetwork(timeoutSeconds: number, dir: string): NetworkSe
   ].join('\n'), { mode: 0o600 });
   network = { timeoutSeconds, serviceFile };
   return network;
+}
+
+/** Removes the service file configureNetwork wrote (the tools then get no keepalive settings, as before it). */
+export function releaseNetwork(): void {
+  if (network.serviceFile) rmSync(network.serviceFile, { force: true });
+  network = { timeoutSeconds: network.timeoutSeconds };
 }
 
 /** The network settings in force. */

@@ -12,7 +12,7 @@
 import { dirname } from 'node:path';
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
-import { configureNetwork, connect, describeEndpoint } from './connection';
+import { configureNetwork, connect, describeEndpoint, releaseNetwork } from './connection';
 import { dumpDatabase, removeDumpDir } from './dump';
 import { classifyError, humanError } from './errors';
 import { quoteIdent } from './sql';
@@ -114,6 +114,9 @@ export async function runMigration(config: RuntimeConfig, options: RunMigrationO
     const message = humanError(err);
     logger.error(`the run failed: ${message}`);
     for (const r of results.values()) if (r.status === 'planned') record(r.name, { status: 'failed', phase: 'plan', error: message });
+  } finally {
+    // The runner removes what it created: the libpq service file in the tmp directory.
+    releaseNetwork();
   }
 
   const summary = finishSummary({ name: config.name, dryRun: plan?.dryRun ?? config.migration.dryRun, startedAt }, [...results.values()]);
