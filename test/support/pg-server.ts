@@ -5,7 +5,7 @@
  * unless `binDir` names another major's (pg-versions.ts serverBinDir); psql and pg_dump here are always PG_BIN's.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,7 +113,7 @@ export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServe
   await run(initCmd, initArgs);
   rmSync(pwFile);
   const host = opts.host ?? '127.0.0.1';
-  const port = opts.port ?? await freePort();
+  let port = opts.port ?? await freePort();
   if (opts.ssl) {
     const [cmd, args] = asPostgres('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${host}`,
       '-keyout', join(dataDir, 'server.key'), '-out', join(dataDir, 'server.crt')]);
@@ -139,7 +139,18 @@ export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServe
     return run(...(opts.wrapServerCommand ? opts.wrapServerCommand(cmd, a) : [cmd, a] as [string, string[]]));
   };
   const start = async () => { await pgCtl('-l', logFile, '-w', '-t', '60', 'start'); };
-  await start();
+  // A port found free may be taken by another process before the server binds it: then try another (auto ports only).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await start();
+      break;
+    } catch (err) {
+      const log = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
+      if (opts.port !== undefined || attempt >= 3 || !/could not bind|Address already in use/i.test(log)) throw err;
+      port = await freePort();
+      appendFileSync(join(dataDir, 'postgresql.conf'), `port = ${port}\n`);
+    }
+  }
 
   const query = async <T>(sql: string, database = 'postgres') => {
     const client = new Client({ host, port, user: SUPERUSER, password: superPassword, database, ssl: opts.ssl ? { rejectUnauthorized: false } : false });
