@@ -1,8 +1,8 @@
 /**
  * `db-migration migrate`: runs, from this machine, the very runner bundle the Job runs, the way the Job starts it
- * (`node load-runner.js --config config.json`, the loader unpacking runner.js.gz). Passwords come from a file of the Secret manifests the operator applies to the
- * cluster, so each `{ secret, key }` reference resolves exactly as it will in the Job; they reach the runner
- * through its environment only. With --resume it continues what an earlier run recorded, as the Job does.
+ * (`node load-runner.js --config config.json`, the loader unpacking runner.js.gz). Passwords come from a file of
+ * the Secret manifests the operator applies to the cluster, so each `{ secret, key }` reference resolves exactly as
+ * it will in the Job; they reach the runner through its environment only. With --resume it continues what an earlier run recorded, as the Job does.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';

@@ -85,16 +85,15 @@ export function releaseNetwork(): void {
   network = { timeoutSeconds: network.timeoutSeconds };
 }
 
-/** The network settings in force. */
-export function networkSettings(): NetworkSettings {
-  return network;
-}
-
-/** Session options that make the server watch its side of the connection as the runner does (tcp_keepalives_*, tcp_user_timeout). */
-function serverKeepaliveOptions(): string {
+/**
+ * The session options every connection carries (node-postgres `options`, libpq PGOPTIONS): read only on the
+ * source, and the server watching its side of the connection as the runner does (tcp_keepalives_*, and
+ * tcp_user_timeout, PostgreSQL 12 and later: a backend sending COPY data to a vanished runner gives up too).
+ */
+function sessionOptions(readOnly: boolean): string {
   const k = keepaliveSettings(network.timeoutSeconds);
-  // tcp_user_timeout (PostgreSQL 12 and later): a backend sending COPY data to a vanished runner gives up too.
-  return `-c tcp_keepalives_idle=${k.idle} -c tcp_keepalives_interval=${k.interval} -c tcp_keepalives_count=${k.count} -c tcp_user_timeout=${k.userTimeoutMs}`;
+  const server = `-c tcp_keepalives_idle=${k.idle} -c tcp_keepalives_interval=${k.interval} -c tcp_keepalives_count=${k.count} -c tcp_user_timeout=${k.userTimeoutMs}`;
+  return readOnly ? `${READ_ONLY_OPTIONS} ${server}` : server;
 }
 
 /** The password of an endpoint, from the environment variable the runtime config names. */
@@ -155,7 +154,7 @@ export function pgClientConfig(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, opt
     // libuv probes every second, 10 times, once the socket has been idle this long: a silent server is noticed after
     // the network timeout (at least 11 s; a delay under 1 s would leave the operating system's two hours in force).
     keepAliveInitialDelayMillis: Math.max(1000, (network.timeoutSeconds - NODE_KEEPALIVE_PROBE_SECONDS) * 1000),
-    options: [...(opts.readOnly ? [READ_ONLY_OPTIONS] : []), serverKeepaliveOptions()].join(' '),
+    options: sessionOptions(opts.readOnly),
   };
 }
 
@@ -243,7 +242,7 @@ export function libpqEnv(
   if (ep.caCertFile) out.PGSSLROOTCERT = ep.caCertFile;
   // Keepalives and tcp_user_timeout for the client side (libpq reads them from the service file only).
   if (network.serviceFile) Object.assign(out, { PGSERVICEFILE: network.serviceFile, PGSERVICE: LIBPQ_SERVICE });
-  out.PGOPTIONS = [...(opts.readOnly ? [READ_ONLY_OPTIONS] : []), serverKeepaliveOptions()].join(' ');
+  out.PGOPTIONS = sessionOptions(opts.readOnly);
   return out;
 }
 

@@ -123,16 +123,16 @@ function lineSplitter(onLine: (line: string) => void): { push(chunk: Buffer): vo
   };
 }
 
-/**
- * Runs a tool to completion. Resolves when it exits with code 0; otherwise rejects with a ToolTimeoutError,
- * ToolAbortedError, ToolFailedError or ToolSpawnError. Whatever happens, the tool's process group is gone
- * (or has been sent SIGKILL) before the promise settles.
- */
 /** The fatal error line of pg_dump, pg_dumpall and pg_restore (with --exit-on-error): the tool is about to exit. */
 const FATAL_LINE = /^(pg_dump|pg_dumpall|pg_restore): error: /;
 /** How long a tool may take to exit after its fatal error line before its process group is killed. */
 const FATAL_EXIT_GRACE_MS = 3000;
 
+/**
+ * Runs a tool to completion. Resolves when it exits with code 0; otherwise rejects with a ToolTimeoutError,
+ * ToolAbortedError, ToolFailedError or ToolSpawnError. Whatever happens, the tool's process group is gone
+ * (or has been sent SIGKILL) before the promise settles.
+ */
 export function runTool(opts: RunToolOptions): Promise<ToolResult> {
   const tool = opts.cmd.split('/').pop() ?? opts.cmd;
   const phase = opts.phase ?? tool;
