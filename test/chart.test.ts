@@ -453,9 +453,9 @@ describe('ConfigMaps', () => {
     expect(cm.data['config.json']).toBe(JSON.stringify(toRuntimeConfig(spec), null, 2));
   });
 
-  it('given a runner bundle, when synthesized, then the script ConfigMap holds it gzip-compressed, its loader, the entrypoint and the node copy script', () => {
+  it('given a runner bundle, when synthesized, then the script ConfigMap holds it gzip-compressed, its loader, the entrypoint, the node copy script and the cutover command', () => {
     const cm = one(synth(loadSpecFile(EXAMPLE)).objects, 'ConfigMap', 'db-migration-script');
-    expect(Object.keys(cm.data).sort()).toEqual(['copy-node-runtime.sh', 'entrypoint.sh', 'load-runner.js']);
+    expect(Object.keys(cm.data).sort()).toEqual(['copy-node-runtime.sh', 'cutover.sh', 'entrypoint.sh', 'load-runner.js']);
     expect(Object.keys(cm.binaryData)).toEqual(['runner.js.gz']);
     expect(gunzipped(cm)).toBe(STAND_IN_BUNDLE);
     expect(cm.data['entrypoint.sh']).toContain(
@@ -476,7 +476,7 @@ describe('ConfigMaps', () => {
 
   it('given image.runtime.enabled false, when synthesized, then there is no copy script', () => {
     const cm = one(synth(exampleWith((d) => { d.image = { runtime: { enabled: false } }; })).objects, 'ConfigMap', 'db-migration-script');
-    expect(Object.keys(cm.data).sort()).toEqual(['entrypoint.sh', 'load-runner.js']);
+    expect(Object.keys(cm.data).sort()).toEqual(['cutover.sh', 'entrypoint.sh', 'load-runner.js']);
   });
 
   it('given the ServiceAccount, when synthesized, then it mounts no token', () => {
