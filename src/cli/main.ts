@@ -1,5 +1,5 @@
 /**
- * The `db-migration` command: synth, validate, images, migrate.
+ * The `db-migration` command: synth, validate, images, migrate, cutover.
  */
 import { parseArgs } from 'node:util';
 import { CliError, EXIT, processIo, type Io } from './context';
@@ -13,6 +13,10 @@ Usage:
   db-migration migrate  [--spec migration.yaml] --secrets secrets.yaml [--work-dir DIR]
                         [--dry-run] [--resume] [--verbose] [--log-format text|json] [--bin-dir DIR]
                                                                run the migration from this machine
+  db-migration cutover  --work-dir DIR                         cut the online migration that migrate runs in DIR over
+                                                               and follow it (Ctrl-C stops waiting, not the cutover);
+                                                               exit 0 done, 1 failed, 2 no runner waiting there
+                        in the cluster: kubectl -n NAMESPACE exec job/NAME -- sh /opt/db-migration/cutover.sh
 
 Exit codes: 0 success, 1 migration failed, 2 invalid spec or arguments.
 `;
@@ -56,8 +60,12 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
           resume: values.resume,
         }, io);
       }
+      case 'cutover': {
+        const { cutoverCommand } = await commands.cutover();
+        return await cutoverCommand({ workDir: values['work-dir'] }, io);
+      }
       default:
-        throw new CliError(`unknown command "${command}" (commands: synth, validate, images, migrate; see --help)`, EXIT.usage);
+        throw new CliError(`unknown command "${command}" (commands: synth, validate, images, migrate, cutover; see --help)`, EXIT.usage);
     }
   } catch (err) {
     if (err instanceof CliError) {
@@ -78,6 +86,7 @@ const commands = {
   validate: () => (requireLoadsSiblings() ? require('./validate') as typeof import('./validate') : import('./validate')),
   images: () => (requireLoadsSiblings() ? require('./images') as typeof import('./images') : import('./images')),
   migrate: () => (requireLoadsSiblings() ? require('./migrate') as typeof import('./migrate') : import('./migrate')),
+  cutover: () => (requireLoadsSiblings() ? require('./cutover') as typeof import('./cutover') : import('./cutover')),
 };
 
 /**
