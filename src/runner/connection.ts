@@ -24,6 +24,8 @@ export interface ConnectionOptionsInput {
   readonly connectTimeoutSeconds: number;
   /** @default - 'db-migration' */
   readonly applicationName?: string;
+  /** A logical replication connection (online mode's slot): `replication=database`. @default - a normal session */
+  readonly replication?: boolean;
 }
 
 /**
@@ -155,6 +157,7 @@ export function pgClientConfig(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, opt
     // the network timeout (at least 11 s; a delay under 1 s would leave the operating system's two hours in force).
     keepAliveInitialDelayMillis: Math.max(1000, (network.timeoutSeconds - NODE_KEEPALIVE_PROBE_SECONDS) * 1000),
     options: sessionOptions(opts.readOnly),
+    ...(opts.replication ? { replication: 'database' } : {}),
   };
 }
 

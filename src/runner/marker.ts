@@ -25,7 +25,11 @@ import { quoteIdent, quoteLiteral } from './sql';
 
 export const MARKER_PREFIX = 'db-migration';
 
-export type MarkerState = 'restoring' | 'verified';
+/**
+ * restoring: the copy started (a re-run resets it); replicating: online mode's copy is complete and the
+ * subscription runs (a re-run continues replication when its objects still exist); verified: done.
+ */
+export type MarkerState = 'restoring' | 'replicating' | 'verified';
 
 /** Which source a copy came from: the cluster (system identifier), the database (oid) and its name. */
 export interface SourceIdentity {
@@ -70,7 +74,7 @@ export interface DestinationState {
   readonly foreignComment?: string;
 }
 
-const MARKER_RE = /^db-migration (restoring|verified): (\{.*\})$/s;
+const MARKER_RE = /^db-migration (restoring|replicating|verified): (\{.*\})$/s;
 
 /** The comment text: readable for people (`\l+`), parseable for the runner. */
 export function formatMarker(m: MigrationMarker): string {
@@ -156,6 +160,8 @@ export type ResumeAction =
   | { readonly kind: 'fresh' }
   | { readonly kind: 'skip'; readonly reason: string; readonly marker: MigrationMarker }
   | { readonly kind: 'reset'; readonly marker: MigrationMarker; readonly note: string }
+  /** Online mode: the copy is complete and replication ran; continue it (if its objects still exist, else reset). */
+  | { readonly kind: 'continue'; readonly marker: MigrationMarker; readonly note: string }
   | { readonly kind: 'refuse'; readonly message: string };
 
 export interface ResumeInput {
@@ -165,6 +171,8 @@ export interface ResumeInput {
   /** Continue an earlier attempt (always in the Job; `migrate --resume` on a workstation). */
   readonly resume: boolean;
   readonly clean: boolean;
+  /** migration.mode is online: a `replicating` marker is continued rather than reset. @default false */
+  readonly online?: boolean;
 }
 
 /**
@@ -196,7 +204,10 @@ export function decideResume(input: ResumeInput): ResumeAction {
         + 'set enabled: false for it in the spec, or drop it to migrate it again',
     };
   }
-  // 'restoring': an earlier attempt stopped between the start of its restore and the end of its verification.
+  if (m.state === 'replicating' && input.online && resume && sameSource(m.source, input.source)) {
+    return { kind: 'continue', marker: m, note: `an earlier attempt copied it and was replicating (${when}): replication continues from its slot` };
+  }
+  // 'restoring' (or 'replicating' outside online mode): an earlier attempt stopped between the start of its restore and the end of its verification.
   const how = m.created ? 'dropped and re-created (the earlier attempt created it)' : 'restored with --clean --if-exists';
   if (!resume) {
     return {

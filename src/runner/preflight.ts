@@ -6,6 +6,7 @@ import type { RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
 import { checkDestination, type DestinationFacts } from './preflight/destination';
 import { Reporter } from './preflight/reporter';
 import { checkSource, type SourceFacts } from './preflight/source';
+import { checkOnlineDestination, checkOnlineSource } from './online/preflight';
 import { clientToolVersion, majorLabel, majorOf } from './preflight/tools';
 import type { ClientToolVersion, DatabasePreflight, PreflightReport } from './preflight/types';
 
@@ -38,6 +39,10 @@ async function preflightDatabase(
   const source = await checkSource(db, config, env, src).catch((err) => unexpected(src, err));
   checkTools(src, tools, source, config.image);
   const dest: DestinationFacts = await checkDestination(db, config, env, dst, source).catch((err) => { unexpected(dst, err); return {}; });
+  if (config.migration.mode === 'online') {
+    await checkOnlineSource(db, config, env, src).catch((err) => unexpected(src, err));
+    await checkOnlineDestination(db, config, env, dst).catch((err) => unexpected(dst, err));
+  }
   const problems = [...src.problems, ...dst.problems];
   return {
     database: db.name,

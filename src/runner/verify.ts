@@ -65,6 +65,12 @@ export interface VerifyOptions {
    */
   readonly sourceRowCounts?: ReadonlyMap<string, number>;
   /**
+   * Compare sequences and the object inventory only, no table contents (online mode's check inside the write
+   * pause: the contents were verified at a consistent point before it).
+   * @default false
+   */
+  readonly skipTableData?: boolean;
+  /**
    * Aborting cancels the running queries on both servers (a cancel request, as psql's Ctrl-C sends) and ends
    * every session, so no count waiting on a lock stays behind on a server; the call then fails with a
    * ToolAbortedError once the sessions are gone.
@@ -145,6 +151,7 @@ export async function verifyDatabase(
       const q = qualifiedName(rel.schema, rel.name);
       if (rel.kind === 'r' || rel.kind === 'm') {
         tables++;
+        if (opts.skipTableData) continue;
         // An unpopulated materialized view cannot be read; whether it holds data is compared by the inventory.
         if (rel.kind === 'm' && (!rel.populated || !other.populated)) continue;
         const sql = `SELECT count(*)::text AS n FROM ${rel.kind === 'r' ? 'ONLY ' : ''}${q}`;
@@ -200,7 +207,7 @@ export async function verifyDatabase(
     }
 
     let checksummed = 0;
-    if (config.migration.verify === 'checksums') {
+    if (config.migration.verify === 'checksums' && !opts.skipTableData) {
       const selection = { schemas: only, excludeSchemas };
       const [srcSums, dstSums] = await Promise.all([
         opts.sourceChecksums ? Promise.resolve(opts.sourceChecksums) : tableChecksums(src, selection),

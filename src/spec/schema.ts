@@ -183,6 +183,28 @@ const jobSchema = z.strictObject({
     + 'backoffLimit is then raised to at least (enabled databases) × (backoffLimitPerIndex + 1), so it never ends the Job before a database has used its own retries.'),
 });
 
+/** A table without a primary key or usable replica identity, by "schema.table", and what online mode does with it. */
+const keylessTableAction = z.enum(['exclude', 'replicaIdentityFull']);
+
+/** Online mode's settings (`migration.online`). */
+export const onlineSchema = z.strictObject({
+  cutover: d(z._default(z.enum(['manual', 'auto']), 'manual'),
+    'manual: once replication has caught up, wait for the operator\'s cutover command; auto: cut over as soon as every database is ready.'),
+  fence: d(z._default(z.enum(['readOnly', 'none']), 'readOnly'),
+    'readOnly: at cutover the source database is set to read-only for new transactions and its other sessions are ended; '
+    + 'none: the operator has stopped the writers, and the runner checks that the source stopped changing.'),
+  readyLagBytes: d(z._default(positiveInt(), 16 * 1024 * 1024),
+    'Replication lag (bytes of WAL not yet applied on the destination) below which a database is ready to cut over.'),
+  cutoverTimeoutSeconds: d(z._default(positiveInt(), 60),
+    'Seconds the fenced source may wait for the destination to apply its last changes before the cutover fails and the fence is lifted.'),
+  waitSeconds: d(z._default(positiveInt(), 7 * 24 * 3600),
+    'Seconds to keep replicating while waiting for the cutover command (manual); then the run fails and removes its replication objects.'),
+  tablesWithoutKey: d(z._default(z.record(z.string().check(z.regex(/^[^.]+\.[^.]+$/, 'must be "schema.table"')), keylessTableAction), {}),
+    'Tables without a primary key or replica identity, by "schema.table": exclude (not replicated; copied inside the write pause at cutover) '
+    + 'or replicaIdentityFull (the operator has run ALTER TABLE ... REPLICA IDENTITY FULL on the source; pre-flight checks it). '
+    + 'Any other such table makes pre-flight refuse online mode: publishing it would make UPDATE and DELETE fail on the source.'),
+});
+
 /** How the runner migrates: the `migration` section, which the runner re-validates in its runtime config. */
 export const migrationSettingsSchema = z.strictObject({
   dryRun: d(z._default(z.boolean(), false), 'Pre-flight and plan only; no data moves.'),
@@ -218,8 +240,10 @@ export const migrationSettingsSchema = z.strictObject({
   })),
   verify: d(z._default(z.enum(['counts', 'checksums', 'none']), 'counts'),
     'counts: row counts, sequences and an object inventory; checksums: also a content checksum of every table; none.'),
-  mode: d(z._default(z.enum(['dump', 'stream']), 'dump'),
-    'dump: pg_dump to the dumps volume, then pg_restore; stream: table data streamed source to destination with COPY, nothing on disk.'),
+  mode: d(z._default(z.enum(['dump', 'stream', 'online']), 'dump'),
+    'dump: pg_dump to the dumps volume, then pg_restore; stream: table data streamed source to destination with COPY, nothing on disk; '
+    + 'online: stream mode in a replication slot\'s snapshot, then logical replication while the source keeps writing, until a verified cutover.'),
+  online: section(onlineSchema, 'Online mode (mode: online): replication, readiness and the cutover.'),
   copy: section(z.strictObject({
     jobs: d(z._default(positiveInt(undefined, { value: 64 }), 2), 'Parallel COPY workers in stream mode.'),
   })),

@@ -114,7 +114,7 @@ export class DatabaseRun {
     this.destOpts = {
       env: this.env, connectTimeoutSeconds: this.connectTimeoutSeconds, logger: this.restoreLog, signal: this.signal, timeoutMs: m.timeouts.restore * 1000,
     };
-    this.reset = props.action.kind === 'reset' ? props.action.marker : undefined;
+    this.reset = props.action.kind === 'reset' || props.action.kind === 'continue' ? props.action.marker : undefined;
   }
 
   /** config.migration. */

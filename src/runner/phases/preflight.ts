@@ -114,6 +114,7 @@ async function resumeActions(
     actions.set(db.name, action);
     if (action.kind === 'skip') dbLog.ok(`skipped: ${action.reason}`);
     if (action.kind === 'reset') dbLog.warn(action.note);
+    if (action.kind === 'continue') dbLog.info(action.note);
     if (action.kind === 'refuse') dbLog.error(action.message);
   }
   const refused = plan.databases.filter((db) => actions.get(db.name)?.kind === 'refuse');
@@ -142,7 +143,7 @@ async function resumeAction(db: DatabasePlan, config: RuntimeConfig, env: NodeJS
   const destination = await readDestination(db, env, connectTimeoutSeconds);
   if (!destination.exists || !destination.marker) return { kind: 'fresh' };
   const { identity } = await readSourceIdentity(db.source, env, connectTimeoutSeconds);
-  return decideResume({ destination, databaseName: db.destination.database, source: identity, resume, clean: config.migration.restore.clean });
+  return decideResume({ destination, databaseName: db.destination.database, source: identity, resume, clean: config.migration.restore.clean, online: config.migration.mode === 'online' });
 }
 
 /** The destination database's state, read through the database itself, else a maintenance database. */

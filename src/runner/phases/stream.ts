@@ -54,6 +54,8 @@ export function withCleanRestore(config: RuntimeConfig): RuntimeConfig {
 export async function runStream(db: RuntimeDatabase, config: RuntimeConfig, opts: {
   env: NodeJS.ProcessEnv; binDir?: string; signal?: AbortSignal; log: Logger; timeoutMs: number; progressIntervalMs?: number;
   onSnapshot?: (snapshot: string, signal: AbortSignal) => Promise<void>;
+  /** Online mode: read in the replication slot's exported snapshot. */
+  importSnapshot?: string;
 }): Promise<StreamResult> {
   const { log, signal } = opts;
   const started = Date.now();
@@ -78,6 +80,7 @@ export async function runStream(db: RuntimeDatabase, config: RuntimeConfig, opts
       // One line per table would flood the log of a database with thousands of tables: those are debug lines.
       log: (level, msg) => (level === 'warn' ? log.warn(msg) : msg.startsWith('copied ') ? log.debug(msg) : log.info(msg)),
       onSnapshot: opts.onSnapshot,
+      importSnapshot: opts.importSnapshot,
     });
   } catch (err) {
     const elapsed = Date.now() - started;

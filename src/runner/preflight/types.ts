@@ -23,7 +23,18 @@ export type PreflightCheck =
   | 'owner-membership' // the destination user cannot assign ownership to those roles
   | 'acl-roles' // roles holding privileges are missing on the destination (restore.noAcl false)
   | 'disk-space' // the dump will not fit
-  | 'connections'; // not enough free connection slots
+  | 'connections' // not enough free connection slots
+  // online mode
+  | 'wal-level' // the source's wal_level is not logical
+  | 'replication-slots' // no free replication slot or WAL sender on the source
+  | 'replication-privilege' // the source user may not create a replication slot
+  | 'publication-privilege' // the source user may not create the publication (CREATE, table ownership)
+  | 'fence-privilege' // fence: readOnly needs the database's owner and pg_signal_backend
+  | 'replica-identity' // tables without a primary key or replica identity
+  | 'not-replicated' // large objects, unlogged and excluded tables: copied at cutover
+  | 'wal-retention' // the slot holds WAL until the cutover
+  | 'replication-leftovers' // replication objects of an earlier attempt
+  | 'subscription-privilege'; // the destination user may not create a subscription
 
 export interface PreflightProblem {
   readonly database: string;

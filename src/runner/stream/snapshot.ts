@@ -4,7 +4,7 @@
  * MVCC-safe) can change them while they are read. Nothing here writes to the source.
  */
 import type { Client } from 'pg';
-import { escapeIdentifier } from 'pg';
+import { escapeIdentifier, escapeLiteral } from 'pg';
 import type { ResolvedEndpoint } from '../../spec/runtime-config';
 import { connect } from '../connection';
 import { closeClient, destroyClient } from './sessions';
@@ -14,12 +14,17 @@ export class SourceSnapshot {
 
   private constructor(readonly client: Client, readonly id: string, readonly serverVersionNum: number) {}
 
-  /** Connects (read only), begins the transaction and exports its snapshot. */
-  static async open(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, connectTimeoutSeconds: number): Promise<SourceSnapshot> {
+  /**
+   * Connects (read only), begins the transaction and exports its snapshot. With `importFrom` (online mode: the
+   * snapshot a replication slot exported) the transaction first imports that one, so everything reads exactly
+   * the slot's starting point.
+   */
+  static async open(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, connectTimeoutSeconds: number, importFrom?: string): Promise<SourceSnapshot> {
     const client = await connect(ep, env, { readOnly: true, connectTimeoutSeconds });
     try {
       await client.query('SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      if (importFrom !== undefined) await client.query(`SET TRANSACTION SNAPSHOT ${escapeLiteral(importFrom)}`);
       const res = await client.query<{ id: string; v: string }>(
         "SELECT pg_catalog.pg_export_snapshot() AS id, pg_catalog.current_setting('server_version_num') AS v",
       );

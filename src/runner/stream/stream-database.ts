@@ -84,9 +84,9 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
   try {
     // pre-data
     progress.enter('pre-data');
-    snapshot = await SourceSnapshot.open(db.source, opts.env, m.timeouts.connect);
+    snapshot = await SourceSnapshot.open(db.source, opts.env, m.timeouts.connect, opts.importSnapshot);
     if (controller.signal.aborted) await snapshot.destroy();
-    log('info', `source snapshot ${snapshot.id} exported`);
+    log('info', opts.importSnapshot ? `source snapshot ${snapshot.id} exported (the replication slot's ${opts.importSnapshot})` : `source snapshot ${snapshot.id} exported`);
     await mkdir(config.paths.tmp, { recursive: true });
     await dumpSchemaArchive(tools, db.source, snapshot.id, archive);
     const toc = parseArchiveList(await listArchive(tools, archive));

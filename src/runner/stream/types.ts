@@ -31,6 +31,12 @@ export interface StreamOptions {
    * rejection fails the stream.
    */
   readonly onSnapshot?: (snapshot: string, signal: AbortSignal) => Promise<void>;
+  /**
+   * Read in this exported snapshot instead of a new one (online mode: the replication slot's, so replication
+   * starts exactly where the copy ends). It must stay importable until the pre-data phase has begun.
+   * @default - a new snapshot
+   */
+  readonly importSnapshot?: string;
 }
 
 export interface StreamResult {

@@ -1,0 +1,83 @@
+/**
+ * What logical replication does not carry, copied inside the write pause once the source is fenced (so it no
+ * longer changes): sequence positions, large objects (only those that differ), and the tables that were not
+ * published (unlogged ones, tablesWithoutKey: exclude), each truncated and copied again.
+ */
+import type { Client } from 'pg';
+import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
+import { exportSnapshot } from '../checksum';
+import { readSequenceValues } from '../sequences';
+import { copyLargeObjects } from '../stream/large-objects';
+import { copyTable } from '../stream/copy-table';
+import { openSnapshotReader, openWriter } from '../stream/sessions';
+import { setSequences } from '../stream/sequences';
+import { connect } from '../connection';
+import { endQuietly } from './sessions';
+import type { SourceTable } from './tables';
+
+export interface SyncResult {
+  readonly sequences: number;
+  readonly largeObjects: { readonly copied: number; readonly removed: number; readonly unchanged: number };
+  readonly tables: number;
+  readonly rows: number;
+}
+
+export async function syncAtCutover(
+  db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv, tables: readonly SourceTable[], signal: AbortSignal,
+): Promise<SyncResult> {
+  const m = config.migration;
+  const sessionOpts = { env, connectTimeoutSeconds: m.timeouts.connect };
+  const holder = await connect(db.source, env, { readOnly: true, connectTimeoutSeconds: m.timeouts.connect, applicationName: 'db-migration cutover' });
+  let reader: Client | undefined;
+  let writer: Client | undefined;
+  try {
+    const snapshot = await exportSnapshot(holder);
+    reader = await openSnapshotReader(db.source, snapshot, sessionOpts);
+    writer = await openWriter(db.destination, sessionOpts);
+    const selection = { schemas: m.dump.schemas, excludeSchemas: m.dump.excludeSchemas };
+    const seqs = [...(await readSequenceValues(reader, selection)).values()];
+    await setSequences(writer, seqs);
+    const largeObjects = await syncLargeObjects(reader, writer, signal);
+    let rows = 0;
+    for (const t of tables) {
+      const table = await tableToCopy(reader, t);
+      const res = await copyTable(reader, writer, table, { format: 'text', signal });
+      rows += res.rows;
+    }
+    return { sequences: seqs.length, largeObjects, tables: tables.length, rows };
+  } finally {
+    await endQuietly(reader, writer, holder);
+  }
+}
+
+/** Large objects: those missing or different on the destination are copied, those gone from the source removed. */
+async function syncLargeObjects(reader: Client, writer: Client, signal: AbortSignal): Promise<SyncResult['largeObjects']> {
+  const digest = 'SELECT m.oid::int8 AS oid, md5(pg_catalog.lo_get(m.oid)) AS md5 FROM pg_catalog.pg_largeobject_metadata m';
+  const [src, dst] = await Promise.all([reader.query<{ oid: string; md5: string }>(digest), writer.query<{ oid: string; md5: string }>(digest)]);
+  const there = new Map(dst.rows.map((r) => [r.oid, r.md5]));
+  const wanted = new Set(src.rows.map((r) => r.oid));
+  const changed = src.rows.filter((r) => there.get(r.oid) !== r.md5);
+  const removed = dst.rows.filter((r) => !wanted.has(r.oid));
+  for (const r of removed) await writer.query('SELECT pg_catalog.lo_unlink($1::oid)', [r.oid]);
+  for (const r of changed) {
+    if (there.has(r.oid)) {
+      await writer.query('BEGIN');
+      await writer.query('SELECT pg_catalog.lo_truncate(pg_catalog.lo_open($1::oid, 131072), 0)', [r.oid]);
+      await writer.query('COMMIT');
+    } else {
+      await writer.query('SELECT pg_catalog.lo_create($1::oid)', [r.oid]);
+    }
+  }
+  await copyLargeObjects(reader, writer, changed.map((r) => Number(r.oid)), { signal });
+  return { copied: changed.length, removed: removed.length, unchanged: src.rows.length - changed.length };
+}
+
+/** What copyTable needs of a table: its stored columns (text format: any type, any pair of versions). */
+async function tableToCopy(reader: Client, t: SourceTable) {
+  const res = await reader.query<{ oid: number; name: string }>(`
+    SELECT c.oid::int AS oid, a.attname AS name FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+    WHERE n.nspname = $1 AND c.relname = $2 ORDER BY a.attnum`, [t.schema, t.name]);
+  return { oid: res.rows[0]?.oid ?? 0, schema: t.schema, name: t.name, bytes: 0, columns: res.rows.map((r) => ({ name: r.name, binary: false })) };
+}

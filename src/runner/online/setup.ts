@@ -1,0 +1,101 @@
+/**
+ * Online mode's start for one database: publication, slot (its snapshot read by stream mode's parallel COPY),
+ * then the subscription bound to the slot. Whatever it created is dropped again if it fails.
+ */
+import type { Client } from 'pg';
+import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
+import type { StreamResult } from '../stream';
+import { subscriptionConninfo } from './conninfo';
+import { replicationName } from './names';
+import { createPublication, createSlotWithSnapshot, createSubscription, dropReplication, enableSubscription, readReplicationObjects } from './replication';
+import { endQuietly, openDestinationAdmin, openSourceAdmin } from './sessions';
+import { planPublication, type PublicationPlan } from './tables';
+
+export type OnlineLog = (level: 'info' | 'ok' | 'warn' | 'error', message: string) => void;
+
+export interface ReplicationStart {
+  readonly name: string;
+  readonly plan: PublicationPlan;
+  /** The slot's consistent point: replication starts here, the copy read the state just before it. */
+  readonly startLsn: string;
+  readonly copy: StreamResult;
+}
+
+export interface StartOptions {
+  readonly env: NodeJS.ProcessEnv;
+  readonly log: OnlineLog;
+  /** The initial copy (stream mode) in the given exported snapshot. */
+  readonly copy: (snapshot: string) => Promise<StreamResult>;
+}
+
+/** Removes this database's replication objects; returns what it removed. Never throws for a missing destination database. */
+export async function removeReplication(db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv): Promise<string[]> {
+  const name = replicationName(config.name, db.name);
+  const t = config.migration.timeouts.connect;
+  const source = await openSourceAdmin(db.source, env, t);
+  const destination = await openDestinationAdmin(db.destination, env, t).catch((err: { code?: string }) => {
+    if (err.code === '3D000') return undefined;
+    throw err;
+  });
+  try {
+    return await dropReplication(source, destination, name);
+  } finally {
+    await endQuietly(source, destination);
+  }
+}
+
+export async function startReplication(db: RuntimeDatabase, config: RuntimeConfig, opts: StartOptions): Promise<ReplicationStart> {
+  const { env, log } = opts;
+  const name = replicationName(config.name, db.name);
+  const t = config.migration.timeouts.connect;
+  const leftovers = await removeReplication(db, config, env);
+  if (leftovers.length) log('warn', `removed what an earlier attempt left before starting again: ${leftovers.join(', ')}`);
+  const admin = await openSourceAdmin(db.source, env, t);
+  let created = false;
+  try {
+    const plan = await planPublication(admin, config);
+    await createPublication(admin, name, plan.replicated);
+    created = true;
+    const slot = await createSlotWithSnapshot(db.source, env, name, t);
+    log('info', `publication and logical replication slot ${name} created on the source (${plan.replicated.length} tables published`
+      + `${plan.atCutover.length ? `, ${plan.atCutover.length} copied at cutover` : ''}); replication starts at LSN ${slot.lsn}, `
+      + `the copy reads the slot's snapshot ${slot.snapshot}`);
+    let copy: StreamResult;
+    try {
+      copy = await opts.copy(slot.snapshot);
+    } finally {
+      await slot.close();
+    }
+    const destination = await openDestinationAdmin(db.destination, env, t);
+    try {
+      await createSubscription(destination, name, subscriptionConninfo(db.source, env));
+      await enableSubscription(destination, name);
+    } finally {
+      await endQuietly(destination);
+    }
+    log('info', `subscription ${name} created on the destination, bound to the slot: replication from LSN ${slot.lsn} runs`);
+    return { name, plan, startLsn: slot.lsn, copy };
+  } catch (err) {
+    if (created) {
+      const removed = await removeReplication(db, config, env).catch((e: Error) => [`(cleanup failed: ${e.message})`]);
+      log('info', `removed what this attempt created: ${removed.join(', ') || 'nothing'}`);
+    }
+    throw err;
+  } finally {
+    await endQuietly(admin);
+  }
+}
+
+/** Whether a run can pick up replication an earlier attempt left running: slot, publication and subscription all exist. */
+export async function replicationExists(db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv): Promise<boolean> {
+  const name = replicationName(config.name, db.name);
+  const t = config.migration.timeouts.connect;
+  const source: Client = await openSourceAdmin(db.source, env, t);
+  const destination = await openDestinationAdmin(db.destination, env, t).catch(() => undefined);
+  try {
+    const o = await readReplicationObjects(source, destination, name);
+    return o.publication && o.slot && o.subscription;
+  } finally {
+    await endQuietly(source, destination);
+  }
+}
