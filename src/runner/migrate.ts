@@ -12,7 +12,8 @@
  * restore a database is marked `restoring` on the destination, after verification `verified`; a new attempt
  * skips verified databases, resets half-restored ones and never touches anything it did not fill.
  */
-import type { RuntimeConfig } from '../spec/runtime-config';
+import { dirname } from 'node:path';
+import { CONTAINER_PATHS, type RuntimeConfig } from '../spec/runtime-config';
 import { configureNetwork, releaseNetwork } from './connection';
 import { humanError } from './errors';
 import { Logger } from './log';
@@ -25,6 +26,7 @@ import { DatabaseRun, type RecordResult } from './phases/context';
 import { logPlan, printDryRun, printRolePlans } from './phases/dry-run';
 import { migrateDatabase } from './phases/modes';
 import { preflightDatabases } from './phases/preflight';
+import { OnlineCoordinator } from './online/coordinator';
 
 export { streamProgressMessage } from './phases/stream';
 
@@ -129,8 +131,11 @@ async function migrateDatabases(
     if (a.kind === 'skip') record(db.name, { status: 'skipped', reason: a.reason });
     else queue.push(db);
   }
-  const workers = Math.max(1, Math.min(config.migration.parallelDatabases, queue.length));
-  if (workers > 1) warnSharedDumpVolume(queue, facts, config, workers, logger.child({ phase: 'plan' }));
+  // Online mode replicates every database at once until the cutover; its copies take parallelDatabases slots.
+  const online = config.migration.mode === 'online' && queue.length > 0
+    ? new OnlineCoordinator(config, queue.map((d) => d.name), logger.child({ phase: 'replicate' }), cutoverHint(config)) : undefined;
+  const workers = online ? queue.length : Math.max(1, Math.min(config.migration.parallelDatabases, queue.length));
+  if (workers > 1 && !online) warnSharedDumpVolume(queue, facts, config, workers, logger.child({ phase: 'plan' }));
   let next = 0;
   const worker = async () => {
     while (next < queue.length && !signal?.aborted) {
@@ -138,11 +143,24 @@ async function migrateDatabases(
       const runtimeDb = config.databases.find((d) => d.name === db.name)!;
       await migrateDatabase(new DatabaseRun({
         db, runtimeDb, facts: facts.get(db.name), action: actions.get(db.name)!, config, options,
-        logger: logger.child({ database: db.name }), record, passwordVars, parallel: workers,
+        logger: logger.child({ database: db.name }), record, passwordVars, parallel: workers, online,
       }));
     }
   };
-  await Promise.all(Array.from({ length: workers }, worker));
+  await online?.start();
+  try {
+    await Promise.all(Array.from({ length: workers }, worker));
+  } finally {
+    online?.stop();
+  }
+}
+
+/** How the operator asks for the cutover: in the Job, or on the workstation that runs `migrate --work-dir`. */
+function cutoverHint(config: RuntimeConfig): string {
+  if (config.paths.logs === CONTAINER_PATHS.logs) {
+    return `Cut over with: kubectl -n ${config.namespace} exec job/${config.name} -- sh ${CONTAINER_PATHS.runnerDir}/cutover.sh`;
+  }
+  return `Cut over with: db-migration cutover --work-dir ${dirname(config.paths.logs)}`;
 }
 
 /** Databases dumped at once share the dumps volume; pre-flight checked each one alone. */

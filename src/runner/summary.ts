@@ -9,7 +9,7 @@ import { redact } from './log';
 import { formatBytes, formatDuration } from './progress';
 
 export type DatabaseStatus = 'migrated' | 'failed' | 'skipped' | 'interrupted' | 'dry-run' | 'planned';
-export type Phase = 'plan' | 'preflight' | 'dump' | 'roles' | 'restore' | 'stream' | 'analyze' | 'verify' | 'settings' | 'cleanup';
+export type Phase = 'plan' | 'preflight' | 'dump' | 'roles' | 'restore' | 'stream' | 'replicate' | 'cutover' | 'analyze' | 'verify' | 'settings' | 'cleanup';
 
 export interface DatabaseResult {
   name: string;
@@ -41,6 +41,12 @@ export interface DatabaseResult {
   tables?: number;
   /** Verification differences, when verify found any. */
   differences?: string[];
+  /** Online mode: seconds from the end of the initial copy until replication had caught up (ready to cut over). */
+  catchUpSeconds?: number;
+  /** Online mode: the write pause, fence to verified, in seconds. */
+  writePauseSeconds?: number;
+  /** Online mode with fence: readOnly: the SQL that makes the source database writable again. */
+  undoFenceSql?: string;
 }
 
 export interface RunTotals {

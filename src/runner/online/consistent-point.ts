@@ -91,7 +91,7 @@ export class ConsistentReader {
       }
       try {
         const point = await locker.query<{ id: string; lsn: string }>(
-          'SELECT pg_catalog.pg_export_snapshot() AS id, pg_catalog.pg_current_wal_lsn()::text AS lsn',
+          'SELECT pg_catalog.pg_export_snapshot() AS id, pg_catalog.pg_current_wal_insert_lsn()::text AS lsn',
         );
         const { id, lsn } = point.rows[0];
         await this.source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');

@@ -12,6 +12,8 @@ import { copyTable } from '../stream/copy-table';
 import { openSnapshotReader, openWriter } from '../stream/sessions';
 import { setSequences } from '../stream/sequences';
 import { connect } from '../connection';
+import { schemaMatcher } from '../schemas';
+import { qualifiedName } from '../sql';
 import { endQuietly } from './sessions';
 import type { SourceTable } from './tables';
 
@@ -20,6 +22,8 @@ export interface SyncResult {
   readonly largeObjects: { readonly copied: number; readonly removed: number; readonly unchanged: number };
   readonly tables: number;
   readonly rows: number;
+  /** Materialized views refreshed (those populated on the source). */
+  readonly matviews: number;
 }
 
 export async function syncAtCutover(
@@ -44,7 +48,8 @@ export async function syncAtCutover(
       const res = await copyTable(reader, writer, table, { format: 'text', signal });
       rows += res.rows;
     }
-    return { sequences: seqs.length, largeObjects, tables: tables.length, rows };
+    const matviews = await refreshMatviews(reader, writer, selection);
+    return { sequences: seqs.length, largeObjects, tables: tables.length, rows, matviews };
   } finally {
     await endQuietly(reader, writer, holder);
   }
@@ -70,6 +75,21 @@ async function syncLargeObjects(reader: Client, writer: Client, signal: AbortSig
   }
   await copyLargeObjects(reader, writer, changed.map((r) => Number(r.oid)), { signal });
   return { copied: changed.length, removed: removed.length, unchanged: src.rows.length - changed.length };
+}
+
+/**
+ * Materialized views are not replicated: those populated on the source are refreshed on the destination from
+ * the replicated tables (in the source's creation order, so one built on another comes after it); unpopulated
+ * ones stay unpopulated.
+ */
+async function refreshMatviews(reader: Client, writer: Client, selection: { schemas: readonly string[]; excludeSchemas: readonly string[] }): Promise<number> {
+  const res = await reader.query<{ schema: string; name: string }>(`
+    SELECT n.nspname AS schema, c.relname AS name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'm' AND c.relispopulated ORDER BY c.oid`);
+  const matches = schemaMatcher({ schemas: [...selection.schemas], excludeSchemas: [...selection.excludeSchemas] });
+  const views = res.rows.filter((v) => matches(v.schema));
+  for (const v of views) await writer.query(`REFRESH MATERIALIZED VIEW ${qualifiedName(v.schema, v.name)}`);
+  return views.length;
 }
 
 /** What copyTable needs of a table: its stored columns (text format: any type, any pair of versions). */

@@ -81,7 +81,7 @@ export async function cutoverDatabase(input: CutoverInput): Promise<CutoverResul
 
     const sync = await syncAtCutover(db, config, input.env, input.atCutover, input.signal);
     log('info', `copied inside the pause: ${sync.sequences} sequences set, large objects ${sync.largeObjects.copied} copied / `
-      + `${sync.largeObjects.removed} removed / ${sync.largeObjects.unchanged} unchanged, ${sync.tables} unpublished tables (${sync.rows} rows)`);
+      + `${sync.largeObjects.removed} removed / ${sync.largeObjects.unchanged} unchanged, ${sync.tables} unpublished tables (${sync.rows} rows), ${sync.matviews} materialized views refreshed`);
 
     const v = await verifyDatabase(db, config, input.env, { skipTableData: true, signal: input.signal });
     const differences = v.differences.map((d) => d.message);
@@ -152,7 +152,7 @@ async function verifyAtConsistentPoints(input: CutoverInput): Promise<{ rows: nu
  * (the apply worker reports them at most once a second).
  */
 async function quietRows(input: CutoverInput): Promise<number> {
-  const now = await input.admin.query<{ lsn: string }>('SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn');
+  const now = await input.admin.query<{ lsn: string }>('SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn');
   await waitApplied(input.admin, input.name, now.rows[0].lsn, input.config.migration.online.cutoverTimeoutSeconds * 1000, input.signal);
   await new Promise((r) => setTimeout(r, 1100));
   const dst = await connect(input.db.destination, input.env, { readOnly: true, connectTimeoutSeconds: input.config.migration.timeouts.connect });

@@ -44,7 +44,7 @@ export async function fence(admin: Client, database: string, mode: 'readOnly' | 
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-  const res = await admin.query<{ lsn: string }>('SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn');
+  const res = await admin.query<{ lsn: string }>('SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn');
   return { ended, lsn: res.rows[0].lsn };
 }
 

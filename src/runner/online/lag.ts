@@ -2,6 +2,9 @@
  * How far the destination is behind the source: read from the source's slot (confirmed_flush_lsn is where the
  * subscriber has applied and flushed everything committed before it) and the subscription's walsender, plus the
  * rows the apply worker wrote on the destination (its tables' statistics since replication started).
+ *
+ * Positions on the source are WAL *insert* positions: with synchronous_commit off a commit is visible before its
+ * WAL is written, so the write position can lie before commits a snapshot already sees.
  */
 import type { Client } from 'pg';
 
@@ -20,8 +23,8 @@ export interface ReplicationLag {
 
 export async function readLag(source: Client, slot: string): Promise<ReplicationLag> {
   const res = await source.query<{ cur: string; applied: string | null; lag: number | null; active: boolean; lag_s: number | null }>(`
-    SELECT pg_catalog.pg_current_wal_lsn()::text AS cur, s.confirmed_flush_lsn::text AS applied,
-           pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::float8 AS lag, s.active,
+    SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS cur, s.confirmed_flush_lsn::text AS applied,
+           pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), s.confirmed_flush_lsn)::float8 AS lag, s.active,
            (SELECT extract(epoch FROM coalesce(r.replay_lag, r.flush_lag, interval '0'))::float8
               FROM pg_catalog.pg_stat_replication r WHERE r.pid = s.active_pid) AS lag_s
     FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = $1`, [slot]);

@@ -17,6 +17,7 @@ import type { DatabasePreflight } from '../preflight';
 import { ensureDestinationDatabase, recordMarker, recreateDestinationDatabase, type DestinationOptions } from '../restore';
 import type { RetryPolicy } from '../retry';
 import type { DatabaseResult, Phase } from '../summary';
+import type { OnlineCoordinator } from '../online/coordinator';
 
 /** Records part of a database's result for the summary (errors are redacted). */
 export type RecordResult = (name: string, patch: Partial<DatabaseResult>) => void;
@@ -41,6 +42,8 @@ export interface DatabaseRunProps {
   readonly passwordVars: string[];
   /** Databases migrated at once (they share the dumps volume). @default 1 */
   readonly parallel?: number;
+  /** Online mode: the run's coordinator of copies and cutovers. @default - not online mode */
+  readonly online?: OnlineCoordinator;
 }
 
 /** A database's migration in progress: what the phases share, and the steps several of them take. */
@@ -58,6 +61,8 @@ export class DatabaseRun {
   readonly signal: AbortSignal | undefined;
   /** Logger carrying the database. */
   readonly log: Logger;
+  /** Online mode: the run's coordinator of copies and cutovers. @default - not online mode */
+  readonly online: OnlineCoordinator | undefined;
   readonly passwordVars: string[];
   /** @default 1 */
   readonly parallel: number;
@@ -104,6 +109,7 @@ export class DatabaseRun {
     this.env = props.options.env;
     this.signal = props.options.signal;
     this.log = props.logger;
+    this.online = props.online;
     this.recordResult = props.record;
     this.passwordVars = props.passwordVars;
     this.parallel = props.parallel ?? 1;

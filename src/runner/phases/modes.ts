@@ -12,6 +12,8 @@ import { analyzePhase, restorePhase } from './restore';
 import { migrateRolesStep } from './roles';
 import { carryDatabaseSettings } from './settings';
 import { streamPhase } from './stream';
+import { replicatePhase } from './replicate';
+import { catchUpAndCutover } from './cutover';
 import { verifyPhase } from './verify';
 
 /** A migration mode: every phase of one database, in order. Throws the first phase's error that is not retried away. */
@@ -35,10 +37,22 @@ export async function streamMode(run: DatabaseRun): Promise<void> {
   await carryDatabaseSettings(run);
 }
 
-/** The modes by migration.mode. A mode without an entry runs as dump mode. */
-export const MODES: Partial<Record<RuntimeConfig['migration']['mode'], MigrationMode>> = {
+/**
+ * roles → initial copy in a replication slot's snapshot → replication until the cutover (its verification
+ * included) → settings. The copy takes one of parallelDatabases slots; replication runs for every database at once.
+ */
+export async function onlineMode(run: DatabaseRun): Promise<void> {
+  await migrateRolesStep(run);
+  const replication = await run.online!.copySlot(() => replicatePhase(run));
+  await catchUpAndCutover(run, replication);
+  await carryDatabaseSettings(run);
+}
+
+/** The modes by migration.mode. */
+export const MODES: Record<RuntimeConfig['migration']['mode'], MigrationMode> = {
   dump: dumpMode,
   stream: streamMode,
+  online: onlineMode,
 };
 
 /**
@@ -48,12 +62,13 @@ export const MODES: Partial<Record<RuntimeConfig['migration']['mode'], Migration
 export async function migrateDatabase(run: DatabaseRun): Promise<void> {
   const { db, log } = run;
   const mode = run.migration.mode;
-  log.info(`migrating ${describeEndpoint(db.source)} → ${describeEndpoint(db.destination)}${mode === 'stream' ? ' (stream mode)' : ''}`);
+  log.info(`migrating ${describeEndpoint(db.source)} → ${describeEndpoint(db.destination)}${mode === 'dump' ? '' : ` (${mode} mode)`}`);
   try {
-    await (MODES[mode] ?? dumpMode)(run);
+    await MODES[mode](run);
     run.record({ status: 'migrated', phase: undefined });
     log.ok('migrated');
   } catch (err) {
+    run.online?.leave(db.name);
     await recordFailure(run, err);
   } finally {
     await removeDumpDir(db.dumpDir).then(

@@ -24,6 +24,10 @@ export async function carryDatabaseSettings(run: DatabaseRun): Promise<void> {
     let settings;
     try {
       settings = await readDatabaseSettings(src, runtimeDb.source.database);
+      // Online mode's fence is not a setting of the database: the destination must accept writes.
+      if (m.mode === 'online' && m.online.fence === 'readOnly') {
+        settings = { ...settings, settings: settings.settings.filter((s) => s.name !== 'default_transaction_read_only') };
+      }
     } finally {
       await src.end().catch(() => undefined);
     }
