@@ -191,6 +191,15 @@ describe('the Job', () => {
     expect(c.terminationMessagePolicy).toBe('FallbackToLogsOnError');
   });
 
+  it('given online mode without a deadline, when synthesized, then the Job outlives the wait for the cutover; an explicit deadline is kept', () => {
+    const base = loadSpecFile(EXAMPLE);
+    const online = { ...base, job: { ...base.job, activeDeadlineSeconds: undefined }, migration: { ...base.migration, mode: 'online' as const } };
+    const m = online.migration;
+    expect(one(synth(online).objects, 'Job').spec.activeDeadlineSeconds)
+      .toBe(m.online.waitSeconds + m.timeouts.dump + m.timeouts.restore + m.timeouts.verify);
+    expect(one(synth({ ...online, job: { ...online.job, activeDeadlineSeconds: 3600 } }).objects, 'Job').spec.activeDeadlineSeconds).toBe(3600);
+  });
+
   it('given full.yaml, when synthesized, then resources, scheduling, pull settings and pod annotations are the spec values', () => {
     const spec = loadSpecFile(FULL);
     const { objects } = synth(spec);

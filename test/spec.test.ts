@@ -33,8 +33,10 @@ describe('spec defaults', () => {
       // the seed's helper image has no node: the Job brings its own from a maintained Node.js LTS image
       runtime: { enabled: true, repository: 'docker.io/library/node', tag: '24-bookworm-slim' },
     });
+    // the deadline is left unset: the chart gives 7200 s, or in online mode the wait for the cutover (jobDeadlineSeconds)
+    expect(spec.job.activeDeadlineSeconds).toBeUndefined();
     expect(spec.job).toMatchObject({
-      activeDeadlineSeconds: 7200, backoffLimit: 2, ttlSecondsAfterFinished: 86400,
+      backoffLimit: 2, ttlSecondsAfterFinished: 86400,
       resources: { requests: { memory: '256Mi', cpu: '250m' }, limits: { memory: '1Gi', cpu: '1000m' } },
       storage: { dumps: '30Gi', logs: '1Gi', tmp: '256Mi' },
       networkPolicy: { enabled: false },

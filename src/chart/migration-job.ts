@@ -11,7 +11,7 @@ import { Construct } from 'constructs';
 import * as k8s from '../../imports/k8s';
 import { imageReference } from '../spec/image';
 import { CONTAINER_PATHS, secretUses } from '../spec/runtime-config';
-import type { MigrationSpec } from '../spec/schema';
+import { jobDeadlineSeconds, type MigrationSpec } from '../spec/schema';
 import { migrationLabels, resourceNames } from './labels';
 import { nodeRuntimeInitContainer, nodeRuntimeMount, nodeRuntimeVolume } from './node-runtime';
 
@@ -134,7 +134,7 @@ export class MigrationJob extends Construct {
     this.apiObject = new k8s.KubeJob(this, 'Resource', {
       metadata: { name: this.name, labels },
       spec: {
-        activeDeadlineSeconds: job.activeDeadlineSeconds,
+        activeDeadlineSeconds: jobDeadlineSeconds(spec),
         ttlSecondsAfterFinished: job.ttlSecondsAfterFinished,
         ...podsAndRetries(spec),
         podFailurePolicy: podFailurePolicy(),

@@ -11,8 +11,9 @@ Usage:
   db-migration validate [--spec migration.yaml]                check the spec and print what would be generated
   db-migration images   [--spec migration.yaml]                print every image reference (for mirroring)
   db-migration migrate  [--spec migration.yaml] --secrets secrets.yaml [--work-dir DIR]
-                        [--dry-run] [--resume] [--verbose] [--log-format text|json] [--bin-dir DIR]
-                                                               run the migration from this machine
+                        [--dry-run] [--resume] [--cleanup] [--verbose] [--log-format text|json] [--bin-dir DIR]
+                                                               run the migration from this machine (--cleanup: remove
+                                                               the replication objects online attempts left, and exit)
   db-migration cutover  --work-dir DIR                         cut the online migration that migrate runs in DIR over
                                                                and follow it (Ctrl-C stops waiting, not the cutover);
                                                                exit 0 done, 1 failed, 2 no runner waiting there
@@ -58,6 +59,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
           logFormat: values['log-format'],
           binDir: values['bin-dir'],
           resume: values.resume,
+          cleanup: values.cleanup,
         }, io);
       }
       case 'cutover': {
@@ -120,6 +122,7 @@ function parseCommandArgs(args: string[]) {
         'log-format': { type: 'string' },
         'bin-dir': { type: 'string' },
         resume: { type: 'boolean' },
+        cleanup: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });

@@ -31,6 +31,8 @@ export interface MigrateOptions {
   readonly binDir?: string;
   /** Continue what an earlier run recorded on the destination, as the Job always does. @default false */
   readonly resume?: boolean;
+  /** Online mode: remove the replication objects earlier attempts left, instead of migrating. @default false */
+  readonly cleanup?: boolean;
 }
 
 export async function migrateCommand(opts: MigrateOptions, io: Io): Promise<number> {
@@ -79,7 +81,7 @@ export async function migrateCommand(opts: MigrateOptions, io: Io): Promise<numb
   writeFileSync(loaderFile, LOAD_RUNNER_JS, { mode: 0o600 });
   io.err(`ℹ️ work directory: ${workDir} (${RUNNER_LOADER_FILE} and ${RUNNER_GZ_FILE}: the runner; config.json, dumps/, logs/migration.log, logs/summary.json)`);
 
-  const args = [...RUNNER_NODE_OPTIONS, loaderFile, '--config', configFile, ...(opts.binDir ? ['--bin-dir', resolve(opts.binDir)] : []), ...(opts.resume ? ['--resume'] : [])];
+  const args = [...RUNNER_NODE_OPTIONS, loaderFile, '--config', configFile, ...(opts.binDir ? ['--bin-dir', resolve(opts.binDir)] : []), ...(opts.resume ? ['--resume'] : []), ...(opts.cleanup ? ['--cleanup'] : [])];
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   createInterface({ input: child.stdout }).on('line', io.out);
   createInterface({ input: child.stderr }).on('line', io.err);

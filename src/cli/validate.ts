@@ -4,6 +4,7 @@
 import { imageReference, nodeRuntimeImageReference } from '../spec/image';
 import { mergedEndpoint, secretUses, CONTAINER_PATHS, NODE_RUNTIME_VOLUME_LIMIT } from '../spec/runtime-config';
 import { loadSpecOrExplain, type Io } from './context';
+import { jobDeadlineSeconds } from '../spec/schema';
 
 export function validateCommand(opts: { spec: string }, io: Io): number {
   const spec = loadSpecOrExplain(opts.spec);
@@ -42,6 +43,15 @@ export function validateCommand(opts: { spec: string }, io: Io): number {
   io.out('');
   io.out('Objects:');
   io.out(`  ServiceAccount/${spec.name}, ConfigMap/${spec.name}-script, ConfigMap/${spec.name}-config, ${spec.job.networkPolicy.enabled ? `NetworkPolicy/${spec.name}, ` : ''}Job/${spec.name}`);
-  io.out(`  Job: deadline ${spec.job.activeDeadlineSeconds}s, backoffLimit ${spec.job.backoffLimit}, TTL ${spec.job.ttlSecondsAfterFinished}s${spec.migration.dryRun ? ', DRY RUN (no data moves)' : ''}`);
+  const deadline = jobDeadlineSeconds(spec);
+  if (spec.migration.mode === 'online') {
+    const m = spec.migration.online;
+    io.out(`  Online: cutover ${m.cutover}, fence ${m.fence}; replication objects dbm_${spec.name}_<database> (publication and slot on the source, subscription on the destination)`);
+    if (deadline < m.waitSeconds) {
+      io.out(`  ⚠️ job.activeDeadlineSeconds (${deadline}s) ends the Job before migration.online.waitSeconds (${m.waitSeconds}s): `
+        + 'replication stops (its objects removed) if the cutover comes later; raise it or leave it unset');
+    }
+  }
+  io.out(`  Job: deadline ${deadline}s, backoffLimit ${spec.job.backoffLimit}, TTL ${spec.job.ttlSecondsAfterFinished}s${spec.migration.dryRun ? ', DRY RUN (no data moves)' : ''}`);
   return 0;
 }

@@ -16,7 +16,10 @@
 import { readFileSync } from 'node:fs';
 import { formatPath } from '../spec/issues';
 import { CONTAINER_PATHS, runtimeConfigSchema, type RuntimeConfig } from '../spec/runtime-config';
+import { passwordEnvNames } from './plan';
+import { Logger } from './log';
 import { runMigration } from './migrate';
+import { cleanupReplication } from './online/cleanup';
 
 export const EXIT_CODES = { ok: 0, failed: 1, config: 2, sigint: 130, sigterm: 143 } as const;
 
@@ -35,6 +38,8 @@ Options:
   --log-format FORMAT    text or json (default: the config's migration.logFormat)
   --bin-dir DIR          directory of pg_dump and pg_restore (default: $PG_BIN, else PATH)
   --resume               continue what earlier attempts recorded on the destination (the Job always resumes)
+  --cleanup              online mode: remove the publications, slots and subscriptions earlier attempts left,
+                         list them, and exit (also migration.cleanup: true in the config)
   --help                 show this help
 
 Exit codes: 0 migrated (or dry run passed), 1 migration failed, 2 bad arguments or config,
@@ -48,6 +53,8 @@ export interface MainArgs {
   readonly logFormat?: 'text' | 'json';
   readonly binDir?: string;
   readonly resume: boolean;
+  /** Remove online mode's replication objects instead of migrating (or migration.cleanup in the config). */
+  readonly cleanup: boolean;
   readonly help: boolean;
 }
 
@@ -65,6 +72,7 @@ export function parseArgs(argv: readonly string[]): MainArgs {
   let verbose = false;
   let help = false;
   let resume = false;
+  let cleanup = false;
   let logFormat: 'text' | 'json' | undefined;
   let binDir: string | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -81,6 +89,7 @@ export function parseArgs(argv: readonly string[]): MainArgs {
       case '--dry-run': dryRun = true; break;
       case '--verbose': verbose = true; break;
       case '--resume': resume = true; break;
+      case '--cleanup': cleanup = true; break;
       case '--bin-dir': binDir = value(); break;
       case '--help': case '-h': help = true; break;
       case '--log-format': {
@@ -93,7 +102,7 @@ export function parseArgs(argv: readonly string[]): MainArgs {
         throw new ConfigError([`unknown argument "${arg}" (see --help)`]);
     }
   }
-  return { config, dryRun, verbose, logFormat, binDir, resume, help };
+  return { config, dryRun, verbose, logFormat, binDir, resume, cleanup, help };
 }
 
 /** Reads and validates the runtime config; every problem as `FILE: field.path: message`. */
@@ -172,6 +181,16 @@ export async function main(argv: readonly string[] = process.argv.slice(2), io: 
       ...(args.logFormat ? { logFormat: args.logFormat } : {}),
     },
   };
+
+  if (args.cleanup || config.migration.cleanup) {
+    const logger = Logger.create({ format: config.migration.logFormat, verbose: config.migration.verbose, out: io.out, logDir: config.paths.logs,
+      secrets: passwordEnvNames(config).map((v) => io.env[v]) });
+    try {
+      return (await cleanupReplication(config, io.env, logger)) ? EXIT_CODES.ok : EXIT_CODES.failed;
+    } finally {
+      logger.close();
+    }
+  }
 
   const abort = new AbortController();
   let received: NodeJS.Signals | undefined;

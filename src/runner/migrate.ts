@@ -178,7 +178,7 @@ function warnSharedDumpVolume(
 
 function reportSummary(summary: RunSummary, config: RuntimeConfig, logger: Logger): void {
   if (logger.format === 'text') logger.raw(`\n${formatSummaryTable(summary)}\n`);
-  else logger.info('summary', { ok: summary.ok, dryRun: summary.dryRun, ...summary.totals, seconds: summary.durationSeconds });
+  else logger.info('summary', { ok: summary.ok, dryRun: summary.dryRun, ...summary.totals, seconds: summary.durationSeconds, ...(summary.writePauseSeconds !== undefined ? { writePauseSeconds: summary.writePauseSeconds } : {}) });
   const files = writeSummaryFiles(summary, { logs: config.paths.logs, terminationLog: config.paths.terminationLog }, logger.secrets);
   for (const f of files.failures) {
     // No /dev/termination-log on a workstation: not worth a warning.

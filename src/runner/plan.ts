@@ -185,7 +185,7 @@ export function buildPlan(config: RuntimeConfig, opts: PlanOptions = {}): Migrat
       restoreRetry: restoreCommand(db, dumpDir, options, binDir, { cleanFirst: true }),
       verify: options.verify,
       dumpInSnapshot: options.mode === 'dump' && options.verify !== 'none',
-      ...(options.mode === 'stream' ? { stream: streamPlan(db, config, binDir) } : {}),
+      ...(options.mode === 'stream' || options.mode === 'online' ? { stream: streamPlan(db, config, binDir) } : {}),
     };
   });
   return {

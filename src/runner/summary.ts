@@ -70,6 +70,8 @@ export interface RunSummary {
   durationSeconds: number;
   databases: DatabaseResult[];
   totals: RunTotals;
+  /** Online mode: the longest write pause of any database (they are cut over in parallel), seconds. */
+  writePauseSeconds?: number;
 }
 
 /** Kubernetes truncates the termination message to this many bytes. */
@@ -97,6 +99,7 @@ export function finishSummary(
   const interrupted = databases.some((d) => d.status === 'interrupted');
   const enabled = databases.filter((d) => d.status !== 'skipped');
   const wanted: DatabaseStatus = base.dryRun ? 'dry-run' : 'migrated';
+  const pauses = databases.flatMap((d) => (d.writePauseSeconds === undefined ? [] : [d.writePauseSeconds]));
   return {
     name: base.name,
     dryRun: base.dryRun,
@@ -107,6 +110,7 @@ export function finishSummary(
     durationSeconds: Math.round((finished.getTime() - base.startedAt.getTime()) / 100) / 10,
     databases,
     totals: computeTotals(databases),
+    ...(pauses.length ? { writePauseSeconds: Math.max(...pauses) } : {}),
   };
 }
 
@@ -116,7 +120,9 @@ const secs = (s: number | undefined) => (s === undefined ? '-' : formatDuration(
 export function formatSummaryTable(s: RunSummary): string {
   // Stream columns only when a database streamed: a dump-mode table stays as it was.
   const streamed = s.databases.some((d) => d.streamSeconds !== undefined || d.bytesCopied !== undefined);
-  const header = ['database', 'status', 'phase', 'size', 'dump', 'restore', ...(streamed ? ['stream', 'copied'] : []), 'verify', 'tables', 'rows verified'];
+  const online = s.databases.some((d) => d.writePauseSeconds !== undefined || d.catchUpSeconds !== undefined);
+  const header = ['database', 'status', 'phase', 'size', 'dump', 'restore', ...(streamed ? ['stream', 'copied'] : []),
+    ...(online ? ['catch-up', 'write pause'] : []), 'verify', 'tables', 'rows verified'];
   const rows = s.databases.map((d) => [
     d.name,
     d.status,
@@ -125,6 +131,7 @@ export function formatSummaryTable(s: RunSummary): string {
     secs(d.dumpSeconds),
     secs(d.restoreSeconds),
     ...(streamed ? [secs(d.streamSeconds), d.bytesCopied === undefined ? '-' : formatBytes(d.bytesCopied)] : []),
+    ...(online ? [secs(d.catchUpSeconds), d.writePauseSeconds === undefined ? '-' : `${d.writePauseSeconds.toFixed(2)}s`] : []),
     secs(d.verifySeconds),
     d.tables === undefined ? '-' : String(d.tables),
     d.rowsVerified === undefined ? '-' : String(d.rowsVerified),
@@ -144,9 +151,15 @@ export function formatSummaryTable(s: RunSummary): string {
       : `${verdict}: ${t.migrated}/${t.databases - t.skipped} migrated, ${t.failed} failed, ${t.interrupted} interrupted, ${t.skipped} skipped; `
         + `${formatBytes(t.sizeBytes)}, ${t.rowsVerified} rows verified, ${formatDuration(s.durationSeconds)}`,
   ];
+  if (s.writePauseSeconds !== undefined) out.push(`write pause (fence to verified, databases in parallel): ${s.writePauseSeconds.toFixed(2)}s`);
   for (const d of s.databases) {
     if (d.error) out.push(`${d.name} (${d.phase ?? '-'}): ${d.error}`);
     else if (d.reason) out.push(`${d.name} (${d.status}): ${d.reason}`);
+  }
+  const undo = s.databases.filter((d) => d.undoFenceSql);
+  if (undo.length) {
+    out.push('The sources stay read-only (the cutover\'s fence). To make one writable again, run on its server:');
+    for (const d of undo) out.push(`  ${d.name}: ${d.undoFenceSql}`);
   }
   return out.join('\n');
 }
@@ -162,9 +175,11 @@ export function compactSummary(s: RunSummary, limit = TERMINATION_LOG_LIMIT): st
     interrupted: s.interrupted || undefined,
     totals: s.totals,
     seconds: s.durationSeconds,
+    ...(s.writePauseSeconds !== undefined ? { writePauseSeconds: s.writePauseSeconds } : {}),
     databases: s.databases.slice(0, maxDbs).map((d) => ({
       name: d.name,
       status: d.status,
+      ...(d.writePauseSeconds !== undefined ? { writePauseSeconds: d.writePauseSeconds } : {}),
       ...(d.phase ? { phase: d.phase } : {}),
       ...(d.error && errLen > 0 ? { error: d.error.length > errLen ? `${d.error.slice(0, errLen - 3)}...` : d.error } : {}),
       ...(d.reason && errLen > 0 ? { reason: d.reason.length > errLen ? `${d.reason.slice(0, errLen - 3)}...` : d.reason } : {}),

@@ -152,7 +152,8 @@ const imageSchema = z.strictObject({
 });
 
 const jobSchema = z.strictObject({
-  activeDeadlineSeconds: d(z._default(positiveInt(), 7200), 'Hard limit for the whole Job, in seconds (Job spec.activeDeadlineSeconds).'),
+  activeDeadlineSeconds: d(z.optional(positiveInt()), 'Hard limit for the whole Job, in seconds (Job spec.activeDeadlineSeconds). '
+    + '@default 7200; in online mode migration.online.waitSeconds + timeouts.dump + timeouts.restore + timeouts.verify, so the Job outlives the wait for the cutover'),
   backoffLimit: d(z._default(nonNegativeInt(undefined, INT32_MAX), 2), 'Pod retries before the Job fails (Job spec.backoffLimit); a retried pod resumes safely.'),
   ttlSecondsAfterFinished: d(z._default(nonNegativeInt(undefined, INT32_MAX), 86400), 'Seconds a finished Job (and its pod logs) is kept (Job spec.ttlSecondsAfterFinished).'),
   resources: section(z.strictObject({
@@ -244,6 +245,8 @@ export const migrationSettingsSchema = z.strictObject({
     'dump: pg_dump to the dumps volume, then pg_restore; stream: table data streamed source to destination with COPY, nothing on disk; '
     + 'online: stream mode in a replication slot\'s snapshot, then logical replication while the source keeps writing, until a verified cutover.'),
   online: section(onlineSchema, 'Online mode (mode: online): replication, readiness and the cutover.'),
+  cleanup: d(z._default(z.boolean(), false),
+    'Instead of migrating, remove every replication object (online mode\'s publication, slot and subscription) earlier attempts left, list them, and exit.'),
   copy: section(z.strictObject({
     jobs: d(z._default(positiveInt(undefined, { value: 64 }), 2), 'Parallel COPY workers in stream mode.'),
   })),
@@ -268,6 +271,13 @@ export const migrationSpecSchema = z.strictObject({
   }), 'Merged under every database\'s source and destination.'),
   databases: d(z.array(databaseSchema).check(z.minLength(1, { message: 'must list at least one database' })), 'The databases to migrate, in order.'),
 });
+
+/** The Job's activeDeadlineSeconds: the spec's, else 2 hours, else (online mode) long enough to wait for the cutover. */
+export function jobDeadlineSeconds(spec: { job: { activeDeadlineSeconds?: number }; migration: z.output<typeof migrationSettingsSchema> }): number {
+  if (spec.job.activeDeadlineSeconds !== undefined) return spec.job.activeDeadlineSeconds;
+  const m = spec.migration;
+  return m.mode === 'online' ? m.online.waitSeconds + m.timeouts.dump + m.timeouts.restore + m.timeouts.verify : 7200;
+}
 
 export type MigrationSpecInput = z.input<typeof migrationSpecSchema>;
 export type MigrationSpec = z.output<typeof migrationSpecSchema>;

@@ -70,7 +70,7 @@ export class DatabaseRun {
   readonly connectTimeoutSeconds: number;
   /** The retry policy of every phase (migration.retries), for withRetry with the phase's own options. */
   readonly retry: RetryPolicy & { readonly database: string; readonly signal?: AbortSignal };
-  /** Logger of the phase that writes to the destination: `stream` in stream mode, else `restore`. */
+  /** Logger of the phase that writes to the destination: `stream` in stream mode, `replicate` in online mode, else `restore`. */
   readonly restoreLog: Logger;
   /** Options of the destination's create, reset, marker and ANALYZE: within timeouts.restore. */
   readonly destOpts: DestinationOptions & { readonly timeoutMs: number };
@@ -116,7 +116,7 @@ export class DatabaseRun {
     const m = props.config.migration;
     this.connectTimeoutSeconds = m.timeouts.connect;
     this.retry = { attempts: m.retries.attempts, delaySeconds: m.retries.delaySeconds, database: props.db.name, signal: this.signal };
-    this.restoreLog = props.logger.child({ phase: m.mode === 'stream' ? 'stream' : 'restore' });
+    this.restoreLog = props.logger.child({ phase: m.mode === 'stream' ? 'stream' : m.mode === 'online' ? 'replicate' : 'restore' });
     this.destOpts = {
       env: this.env, connectTimeoutSeconds: this.connectTimeoutSeconds, logger: this.restoreLog, signal: this.signal, timeoutMs: m.timeouts.restore * 1000,
     };

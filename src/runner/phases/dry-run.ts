@@ -1,4 +1,5 @@
 /** What the plan log and a dry run show: the plan, the exact commands, and the roles each database needs. */
+import { replicationName } from '../online/names';
 import { dirname } from 'node:path';
 import type { RuntimeConfig } from '../../spec/runtime-config';
 import { describeEndpoint } from '../connection';
@@ -22,6 +23,10 @@ export function logPlan(plan: MigrationPlan, logger: Logger, env: NodeJS.Process
     + `verify ${o.verify}; timeouts dump ${o.timeouts.dump}s, restore ${o.timeouts.restore}s, verify ${o.timeouts.verify}s; `
     + `${o.retries.attempts} attempts, first retry after ${o.retries.delaySeconds}s; tools from ${plan.binDir ?? 'PATH'}`);
   if (o.mode === 'stream') log.info(`mode stream: ${o.copy.jobs} COPY workers per database, nothing on the dumps volume`);
+  if (o.mode === 'online') {
+    log.info(`mode online: ${o.copy.jobs} COPY workers per database in a replication slot's snapshot, then logical replication until the cutover `
+      + `(cutover: ${o.online.cutover}, fence: ${o.online.fence}, ready below ${formatBytes(o.online.readyLagBytes)} of lag)`);
+  }
   for (const db of plan.databases) {
     for (const [what, cmd] of planCommands(db)) log.child({ database: db.name }).debug(`${what}: ${formatCommand(cmd)}`);
   }
@@ -64,7 +69,17 @@ export function printDryRun(plan: MigrationPlan, facts: Map<string, DatabasePref
     l.info(`${describeEndpoint(db.source)} → ${describeEndpoint(db.destination)}: `
       + `${f?.sourceSizeBytes !== undefined ? formatBytes(f.sourceSizeBytes) : 'size unknown'}, ${f?.tables ?? '?'} tables`
       + `${f?.willCreateDestination ? `; would create database "${db.destination.database}" on the destination` : ''}`);
-    if (db.stream) {
+    if (db.stream && plan.options.mode === 'online') {
+      const name = replicationName(plan.name, db.name);
+      l.info(`would create publication ${name} (the migrated tables) and logical replication slot ${name} on the source, and copy in the slot's exported snapshot:`);
+      l.info(`would run: ${formatCommand(db.stream.schemaDump)}`);
+      l.info(`would run: ${formatCommand(db.stream.preData)}`);
+      l.info(`then: COPY every table, post-data (${formatCommand(db.stream.postData)}), sequences, ANALYZE, as stream mode; `
+        + `then subscription ${name} on the destination, bound to the slot, replicates until the cutover `
+        + `(${plan.options.online.cutover === 'auto' ? 'as soon as every database is ready' : 'on the operator\'s cutover command'})`);
+      l.info(`cutover: verify ${db.verify} at consistent points, fence ${plan.options.online.fence}, wait for the last changes, `
+        + 'sequences, large objects and materialized views, the inventory; then drop the subscription, slot and publication');
+    } else if (db.stream) {
       l.info(`would stream: export a snapshot on the source, and in it dump the schema (pre-data and post-data sections) to ${dirname(db.stream.schemaDump.args.find((a) => a.startsWith('--file='))!.slice(7))}:`);
       l.info(`would run: ${formatCommand(db.stream.schemaDump)}`);
       l.info(`would run: ${formatCommand(db.stream.preData)}`);
