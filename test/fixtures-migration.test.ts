@@ -11,6 +11,7 @@ import { runCli } from './support/cli';
 import { fingerprint } from './support/compare';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { REPO } from './support/repo';
+import { startWriteLoad } from './support/write-load';
 
 const FIXTURES = join(REPO, '..', 'shared', 'fixtures');
 const DATABASES = [
@@ -26,7 +27,7 @@ describe('migrating the shared sample databases', () => {
 
   beforeAll(async () => {
     expect(existsSync(FIXTURES), `${FIXTURES} must exist (CI clones shared/ beside the repository)`).toBe(true);
-    [source, destination] = await Promise.all([startPgServer({ name: 'fx-src' }), startPgServer({ name: 'fx-dst' })]);
+    [source, destination] = await Promise.all([startPgServer({ name: 'fx-src', settings: { wal_level: 'logical' } }), startPgServer({ name: 'fx-dst' })]);
     await source.query('CREATE DATABASE pagila');
     await source.psqlFile(join(FIXTURES, 'pagila', 'pagila-schema.sql'), 'pagila');
     await source.psqlFile(join(FIXTURES, 'pagila', 'pagila-data.sql'), 'pagila');
@@ -144,4 +145,57 @@ stringData: { source: "${source.superPassword}", destination: "${destination.sup
     expect(summary.databases.map((d: { status: string }) => d.status)).toEqual(['skipped', 'skipped', 'skipped']);
     expect(await fingerprint(destination, 'pagila')).toEqual(before);
   });
+
+  it('migrates them online under a write load (mode: online, cutover: auto, verify: checksums): identical to the fenced sources, write pause reported, nothing left behind', async () => {
+    // given the three databases under a steady write load
+    const loads = [
+      startWriteLoad(source, 'pagila', [
+        { sql: "INSERT INTO actor (first_name, last_name) VALUES ('ONLINE', 'WRITER')" },
+        { sql: 'UPDATE film SET rental_rate = rental_rate + 0.01 WHERE film_id = (1 + floor(random() * 1000))::int' },
+        { sql: "DELETE FROM actor WHERE actor_id = (SELECT min(actor_id) FROM actor WHERE first_name = 'ONLINE')" },
+      ]),
+      startWriteLoad(source, 'chinook_auto_increment', [
+        { sql: "INSERT INTO artist (name) VALUES ('online ' || now())" },
+        { sql: 'UPDATE track SET unit_price = unit_price + 0.01 WHERE track_id = (1 + floor(random() * 3000))::int' },
+      ]),
+      startWriteLoad(source, 'northwind', [
+        { sql: 'UPDATE products SET units_in_stock = units_in_stock + 1 WHERE product_id = (1 + floor(random() * 77))::int' },
+        { sql: "INSERT INTO region (region_id, region_description) SELECT max(region_id) + 1, 'online' FROM region" },
+      ], { clients: 1 }),
+    ];
+    writeFileSync(join(work, 'secrets.yaml'), `apiVersion: v1
+kind: Secret
+metadata: { name: pg, namespace: samples }
+stringData: { source: "${source.superPassword}", destination: "${destination.superPassword}" }
+`);
+    const spec = writeSpec('samples-online.yaml',
+      '{ mode: online, online: { cutover: auto }, copy: { jobs: 2 }, restore: { noOwner: false }, retries: { attempts: 1 }, verify: checksums }', '_online');
+
+    // when the operator runs migrate
+    const run = join(work, 'online');
+    const res = await runCli(['migrate', '--spec', spec, '--secrets', join(work, 'secrets.yaml'), '--work-dir', run, '--bin-dir', PG_BIN]);
+    for (const l of loads) await l.stop();
+
+    // then it succeeds, the writers were fenced, and every table and sequence equals the fenced source
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    for (const l of loads) expect(l.committed()).toBeGreaterThan(0);
+    for (const d of DATABASES) {
+      const [before, after] = await Promise.all([fingerprint(source, d.database), fingerprint(destination, `${d.database}_online`)]);
+      const matviews = new Set((await source.query<{ n: string }>("SELECT schemaname || '.' || matviewname AS n FROM pg_matviews", d.database)).map((r) => r.n));
+      const tables = (f: typeof before) => Object.fromEntries(Object.entries(f.tables).filter(([k]) => !matviews.has(k)));
+      expect(tables(after), d.name).toEqual(tables(before));
+      expect(after.sequences, d.name).toEqual(before.sequences);
+      expect((await source.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_replication_slots"))[0].n).toBe(0);
+      await source.query(`ALTER DATABASE ${d.database} RESET default_transaction_read_only`);
+    }
+    const summary = JSON.parse(readFileSync(join(run, 'logs', 'summary.json'), 'utf8')) as {
+      writePauseSeconds: number; databases: { name: string; status: string; writePauseSeconds: number; tablesChecksummed: number }[];
+    };
+    expect(summary.writePauseSeconds).toBeGreaterThan(0);
+    for (const db of summary.databases) {
+      expect(db.status, db.name).toBe('migrated');
+      expect(db.writePauseSeconds, db.name).toBeGreaterThan(0);
+      expect(db.tablesChecksummed, db.name).toBeGreaterThan(5);
+    }
+  }, 300_000);
 });
