@@ -222,4 +222,36 @@ describe('runMigration, mode: online', () => {
     await expectSameTables('los', 'los_online');
     await source.query('ALTER DATABASE los RESET default_transaction_read_only');
   }, 300_000);
+
+  it('rides out a source restart during catch-up: the runner and the subscription reconnect, and the cutover succeeds', async () => {
+    // given a database replicating under load
+    await createRealisticDatabase(source, 'restart');
+    const load = startWriteLoad(source, 'restart', SHOP_LOAD);
+    const t = makeRuntimeConfig({
+      source, destination,
+      databases: [{ name: 'restart', source: { database: 'restart' }, destination: { database: 'restart_online' } }],
+      migration: { mode: 'online', verify: 'counts' },
+    });
+    configs.push(t);
+    const out = captureOutput();
+    const run = runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream, progressIntervalMs: 500 });
+    await readyOrEnded(out, run, /ready to cut over: every database has caught up/);
+
+    // when the source server restarts
+    await source.stop('fast');
+    await out.waitFor(/cannot read the replication status .*trying again/, 60_000);
+    await source.start();
+    const reconnected = out.text().length;
+    await out.waitFor(/replicating: lag/, 60_000);
+    while (!/replicating: lag/.test(out.text().slice(reconnected))) await new Promise((r) => setTimeout(r, 200));
+
+    // then replication goes on, and the operator's cutover succeeds with the data equal
+    const code = await requestCutover({ dir: controlDir(t.config.paths.logs), out: cutoverOutput().stream, pollMs: 100 });
+    const summary = await run;
+    await load.stop();
+    expect(code).toBe(0);
+    expect(summary.ok).toBe(true);
+    await expectSameTables('restart', 'restart_online');
+    await source.query('ALTER DATABASE restart RESET default_transaction_read_only');
+  }, 300_000);
 });

@@ -40,8 +40,9 @@ export function startWriteLoad(server: PgServer, database: string, statements: r
         committed++;
       } catch (err) {
         const code = (err as { code?: string }).code;
-        // 25006: read-only transaction; 57P01: terminated by the administrator; connection errors after that.
-        if (code === '25006' || code === '57P01' || !code) refused++;
+        // 25006: read-only transaction; 57P0x: terminated, shutting down, starting up; 08xxx and no code: the connection.
+        const sqlstate = code && /^[0-9A-Z]{5}$/.test(code) ? code : undefined; // else a socket error (ECONNREFUSED...)
+        if (!sqlstate || sqlstate === '25006' || sqlstate.startsWith('57P') || sqlstate.startsWith('08')) refused++;
         else if (running) throw err;
         await client?.end().catch(() => undefined);
         client = undefined;

@@ -10,7 +10,7 @@
  * the operator's next attempt (a re-run continues from them).
  */
 import type { Client } from 'pg';
-import { humanError } from '../errors';
+import { classifyError, humanError } from '../errors';
 import { formatDuration, DEFAULT_PROGRESS_INTERVAL_MS } from '../progress';
 import type { CutoverTicket } from '../online/coordinator';
 import { cutoverDatabase, CutoverFailed } from '../online/cutover';
@@ -22,53 +22,42 @@ import { removeReplication } from '../online/setup';
 import type { DatabaseRun } from './context';
 import type { Replication } from './replicate';
 
+/** How long the replication status may stay unreadable (a server restarting, a network outage) before the run gives up. */
+const OUTAGE_LIMIT_MS = 15 * 60 * 1000;
+
 export async function catchUpAndCutover(run: DatabaseRun, rep: Replication): Promise<void> {
   const coordinator = run.online!;
   const log = run.phaseLog('replicate');
   const m = run.migration;
   run.phase = 'replicate';
-  const admin = await openSourceAdmin(run.runtimeDb.source, run.env, run.connectTimeoutSeconds);
-  const destination = await openDestinationAdmin(run.runtimeDb.destination, run.env, run.connectTimeoutSeconds);
+  const sessions = new StatusSessions(run);
+  const watch = new CatchUpWatch(run, rep);
+  const deadline = Date.now() + m.online.waitSeconds * 1000;
   let keepObjects = false;
+  let outageSince: number | undefined;
   try {
-    const baseline = await rowsWritten(destination);
     coordinator.update(run.db.name, { state: 'replicating', ready: false, status: 'replicating' });
-    const interval = run.options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS;
-    const deadline = Date.now() + m.online.waitSeconds * 1000;
-    let lastLine = 0;
-    let errors = await applyErrors(destination, rep.name);
-    let readyAt: number | undefined;
     for (;;) {
       run.signal?.throwIfAborted();
-      const lag = await readLag(admin, rep.name);
-      const applied = (await rowsWritten(destination)) - baseline;
-      const ready = lag.streaming && lag.lagBytes <= m.online.readyLagBytes;
-      if (ready && readyAt === undefined) {
-        readyAt = Date.now();
-        run.record({ catchUpSeconds: (readyAt - rep.since) / 1000 });
-        log.ok(`caught up: lag ${formatLag(lag)} after ${formatDuration((readyAt - rep.since) / 1000)}; ready to cut over`);
+      try {
+        const [admin, destination] = await sessions.open();
+        await watch.observe(admin, destination);
+        outageSince = undefined;
+        const ticket = coordinator.ticketFor(run.db.name);
+        if (ticket && await cutover(run, rep, admin, ticket)) return;
+        if (ticket) keepObjects = true; // a failed cutover: the operator fixes and tries again
+      } catch (err) {
+        if (run.signal?.aborted || !classifyError(err).transient) throw err;
+        outageSince ??= Date.now();
+        if (Date.now() - outageSince > OUTAGE_LIMIT_MS) throw err;
+        log.warn(`cannot read the replication status (${humanError(err)}); trying again, for up to ${formatDuration(OUTAGE_LIMIT_MS / 1000)}`);
+        await sessions.close();
       }
-      const status = `lag ${formatLag(lag)}, ${applied} rows applied, ${ready ? 'ready to cut over' : 'catching up'}`;
-      coordinator.update(run.db.name, { ready, status });
-      if (Date.now() - lastLine >= interval) {
-        lastLine = Date.now();
-        log.info(`replicating: ${status}`, {
-          lagBytes: lag.lagBytes, lagSeconds: lag.lagSeconds, rowsApplied: applied, ready, appliedLsn: lag.appliedLsn, currentLsn: lag.currentLsn,
-        });
-      }
-      const now = await applyErrors(destination, rep.name);
-      if (now !== undefined && errors !== undefined && now > errors) {
-        log.warn(`the subscription's apply worker failed ${now - errors} more time(s) (it retries): the destination server's log says why`);
-      }
-      errors = now;
-      const ticket = coordinator.ticketFor(run.db.name);
-      if (ticket && await cutover(run, rep, admin, ticket)) return;
-      if (ticket) keepObjects = true; // a failed cutover: the operator fixes and tries again
       if (Date.now() > deadline) {
         throw new Error(`no cutover within migration.online.waitSeconds (${formatDuration(m.online.waitSeconds)}): `
           + 'replication stopped and its objects removed; run again to start over');
       }
-      await sleep(1000, run.signal);
+      await sleep(outageSince ? 5000 : 1000, run.signal);
     }
   } catch (err) {
     coordinator.leave(run.db.name);
@@ -81,7 +70,70 @@ export async function catchUpAndCutover(run: DatabaseRun, rep: Replication): Pro
     }
     throw err;
   } finally {
-    await endQuietly(admin, destination);
+    await sessions.close();
+  }
+}
+
+/** The source admin and destination sessions the catch-up reads through, opened again after an outage. */
+class StatusSessions {
+  private sessions: [Client, Client] | undefined;
+
+  constructor(private readonly run: DatabaseRun) {}
+
+  async open(): Promise<[Client, Client]> {
+    if (this.sessions) return this.sessions;
+    const { runtimeDb, env, connectTimeoutSeconds } = this.run;
+    const admin = await openSourceAdmin(runtimeDb.source, env, connectTimeoutSeconds);
+    const destination = await openDestinationAdmin(runtimeDb.destination, env, connectTimeoutSeconds).catch(async (err: unknown) => {
+      await endQuietly(admin);
+      throw err;
+    });
+    this.sessions = [admin, destination];
+    return this.sessions;
+  }
+
+  async close(): Promise<void> {
+    const s = this.sessions;
+    this.sessions = undefined;
+    if (s) await endQuietly(...s);
+  }
+}
+
+/** One database's catch-up as the log and the coordinator see it: lag, rows applied, readiness, apply errors. */
+class CatchUpWatch {
+  private baseline: number | undefined;
+  private lastLine = 0;
+  private errors: number | undefined;
+  private readyAt: number | undefined;
+
+  constructor(private readonly run: DatabaseRun, private readonly rep: Replication) {}
+
+  async observe(admin: Client, destination: Client): Promise<void> {
+    const { run, rep } = this;
+    const m = run.migration;
+    const log = run.phaseLog('replicate');
+    this.baseline ??= await rowsWritten(destination);
+    const lag = await readLag(admin, rep.name);
+    const applied = (await rowsWritten(destination)) - this.baseline;
+    const ready = lag.streaming && lag.lagBytes <= m.online.readyLagBytes;
+    if (ready && this.readyAt === undefined) {
+      this.readyAt = Date.now();
+      run.record({ catchUpSeconds: (this.readyAt - rep.since) / 1000 });
+      log.ok(`caught up: lag ${formatLag(lag)} after ${formatDuration((this.readyAt - rep.since) / 1000)}; ready to cut over`);
+    }
+    const status = `lag ${formatLag(lag)}, ${applied} rows applied, ${ready ? 'ready to cut over' : 'catching up'}`;
+    run.online!.update(run.db.name, { ready, status });
+    if (Date.now() - this.lastLine >= (run.options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS)) {
+      this.lastLine = Date.now();
+      log.info(`replicating: ${status}`, {
+        lagBytes: lag.lagBytes, lagSeconds: lag.lagSeconds, rowsApplied: applied, ready, appliedLsn: lag.appliedLsn, currentLsn: lag.currentLsn,
+      });
+    }
+    const errors = await applyErrors(destination, rep.name);
+    if (errors !== undefined && this.errors !== undefined && errors > this.errors) {
+      log.warn(`the subscription's apply worker failed ${errors - this.errors} more time(s) (it retries): the destination server's log says why`);
+    }
+    this.errors = errors;
   }
 }
 
