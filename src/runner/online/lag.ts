@@ -57,16 +57,27 @@ export async function applyErrors(destination: Client, subscription: string): Pr
 }
 
 /**
- * Waits until the destination has applied everything the source committed before `lsn`. Fails after
- * `timeoutMs` with how far it got.
+ * Waits until the destination has applied everything the source committed before `lsn` (an insert position).
+ * The slot's confirmed position reaching `lsn` proves it; but WAL that is no commit (hint bits, pruning) may sit
+ * unflushed before `lsn` until something else flushes it (up to the 15 s of the next standby snapshot record),
+ * and the walsender decodes only flushed WAL. Every commit is flushed within three wal_writer_delay (at once
+ * when synchronous, by the WAL writer when not: PostgreSQL's documented bound), so once that much time has passed,
+ * the confirmed position reaching the flush position read then proves it as well. Fails after `timeoutMs`.
  */
 export async function waitApplied(source: Client, slot: string, lsn: string, timeoutMs: number, signal?: AbortSignal): Promise<number> {
   const started = Date.now();
+  const delay = await source.query<{ ms: number }>("SELECT setting::int AS ms FROM pg_catalog.pg_settings WHERE name = 'wal_writer_delay'");
+  const graceMs = 3 * (delay.rows[0]?.ms ?? 200) + 100;
+  let flushed: string | undefined;
   for (;;) {
     signal?.throwIfAborted();
+    if (flushed === undefined && Date.now() - started >= graceMs) {
+      flushed = (await source.query<{ f: string }>('SELECT pg_catalog.pg_current_wal_flush_lsn()::text AS f')).rows[0].f;
+    }
     const res = await source.query<{ done: boolean; applied: string | null }>(
-      'SELECT confirmed_flush_lsn >= $2::pg_lsn AS done, confirmed_flush_lsn::text AS applied FROM pg_catalog.pg_replication_slots WHERE slot_name = $1',
-      [slot, lsn],
+      'SELECT confirmed_flush_lsn >= $2::pg_lsn OR confirmed_flush_lsn >= $3::pg_lsn AS done, confirmed_flush_lsn::text AS applied '
+      + 'FROM pg_catalog.pg_replication_slots WHERE slot_name = $1',
+      [slot, lsn, flushed ?? lsn],
     );
     const row = res.rows[0];
     if (!row) throw new Error(`replication slot ${slot} does not exist on the source (dropped by hand?)`);
