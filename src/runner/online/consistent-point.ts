@@ -7,9 +7,9 @@
  *    snapshot and reads the WAL position L: every change to the table is committed before L.
  * 2. Once the destination has applied everything before L (the slot's confirmed position), a destination
  *    transaction takes its snapshot: it sees exactly the table the source snapshot sees.
- * 3. The lock is released (the table's writers waited for steps 1-2 only, typically tens of milliseconds),
- *    and the table is read in both snapshots for as long as that takes (on a quiet source at most about three
- *    wal_writer_delay, see waitApplied).
+ * 3. The lock is released (the table's writers waited for steps 1-2 only: the time the destination needs to
+ *    apply up to L, at most about three wal_writer_delay on a quiet source, see waitApplied), and the table is
+ *    read in both snapshots for as long as that takes.
  * One table at a time, the runner never waits for a lock while holding one, so it cannot deadlock with the
  * application. The lock waits at most `lockTimeoutMs` per attempt, so it never queues writers behind a long
  * transaction for long, and is retried.
