@@ -158,7 +158,10 @@ export async function checkOnlineDestination(db: RuntimeDatabase, config: Runtim
         `GRANT pg_create_subscription TO ${who};`);
     }
     const name = replicationName(config.name, db.name);
-    const sub = await client.query('SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1', [name]).catch(() => ({ rowCount: 0 }));
+    const sub = await client.query(
+      'SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = $2)',
+      [name, db.destination.database],
+    ).catch(() => ({ rowCount: 0 }));
     if (sub.rowCount) {
       r.warning('replication-leftovers', `subscription ${name} of an earlier attempt exists on the destination: replication resumes from it when `
         + 'the destination was replicating, otherwise it is removed before the copy starts (db-migration migrate --cleanup removes it now)');
