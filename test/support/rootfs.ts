@@ -32,6 +32,8 @@ export const IMAGE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 const SHELL_TOOLS = [
   'sh', 'cat', 'ls', 'mkdir', 'cp', 'rm', 'head', 'sed', 'tr', 'uname', 'id', 'env', 'sleep',
   'readlink', 'touch', 'dirname', 'basename', 'grep', 'wc', 'ln', 'chmod', 'gzip',
+  // coreutils and findutils, in every Debian image: what the shipped cutover.sh uses besides the shell
+  'tail', 'cut', 'date', 'mv', 'find',
 ];
 const PG_TOOLS = ['pg_dump', 'pg_restore', 'psql'];
 /** What every Debian image has, needed or not: the C library (package libc6) and libgcc_s (libgcc-s1, which libc6 depends on). */
