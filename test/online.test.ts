@@ -254,4 +254,33 @@ describe('runMigration, mode: online', () => {
     await expectSameTables('restart', 'restart_online');
     await source.query('ALTER DATABASE restart RESET default_transaction_read_only');
   }, 300_000);
+
+  it('with fence: none, refuses to finish a cutover while the source still changes, and finishes once the writers are stopped', async () => {
+    // given a database replicating with fence: none (the operator stops the writers), a writer still running
+    await createRealisticDatabase(source, 'nofence');
+    const load = startWriteLoad(source, 'nofence', SHOP_LOAD);
+    const t = makeRuntimeConfig({
+      source, destination,
+      databases: [{ name: 'nofence', source: { database: 'nofence' }, destination: { database: 'nofence_online' } }],
+      migration: { mode: 'online', verify: 'counts', online: { fence: 'none' } },
+    });
+    configs.push(t);
+    const out = captureOutput();
+    const run = runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream, progressIntervalMs: 500 });
+    await readyOrEnded(out, run, /ready to cut over: every database has caught up/);
+
+    // when the operator cuts over without having stopped the writer, it fails and says why
+    const first = cutoverOutput();
+    expect(await requestCutover({ dir: controlDir(t.config.paths.logs), out: first.stream, pollMs: 100 })).toBe(1);
+    expect(first.text()).toMatch(/the source kept changing after the cutover began \(fence: none\)/);
+
+    // when the writer is stopped and the operator cuts over again, it succeeds; the source was never fenced
+    await load.stop();
+    expect(await requestCutover({ dir: controlDir(t.config.paths.logs), out: cutoverOutput().stream, pollMs: 100 })).toBe(0);
+    const summary = await run;
+    expect(summary.ok).toBe(true);
+    expect(summary.databases[0].undoFenceSql).toBeUndefined();
+    await source.query('CREATE TABLE public.still_writable (x int); DROP TABLE public.still_writable', 'nofence');
+    await expectSameTables('nofence', 'nofence_online');
+  }, 300_000);
 });
