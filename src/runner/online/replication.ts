@@ -62,6 +62,11 @@ export async function createSlotWithSnapshot(
  * `conninfo` holds the source password: PostgreSQL stores it in pg_subscription; it must never reach a log.
  */
 export async function createSubscription(destination: Client, name: string, conninfo: string): Promise<void> {
+  // The statement carries the password: keep it out of the server's log and pg_stat_statements where this
+  // session may (superuser-only settings; without the privilege the server's own settings apply).
+  for (const setting of ['log_statement = none', 'log_min_duration_statement = -1', 'log_min_error_statement = panic', 'pg_stat_statements.track_utility = off']) {
+    await destination.query(`SET ${setting}`).catch(() => undefined);
+  }
   await destination.query(`CREATE SUBSCRIPTION ${ident(name)} CONNECTION ${escapeLiteral(conninfo)} PUBLICATION ${ident(name)} `
     + `WITH (create_slot = false, slot_name = ${escapeLiteral(name)}, copy_data = false, enabled = false)`);
 }
