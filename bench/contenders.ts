@@ -29,13 +29,31 @@ export interface Contender {
   readonly env: NodeJS.ProcessEnv;
   /** For runner contenders: where its logs/summary.json lands. */
   readonly workDir?: string;
-  readonly mode?: 'dump' | 'stream';
-  readonly verify?: 'counts' | 'none';
+  readonly mode?: 'dump' | 'stream' | 'online';
+  readonly verify?: 'counts' | 'checksums' | 'none';
+  /** Online mode: the write load on the source and when the cutover is requested (see run.ts, runOnline). */
+  readonly online?: OnlineSettings;
+}
+
+/** How the online contender runs: a pgbench load at a fixed rate during the migration, a manual cutover. */
+export interface OnlineSettings {
+  /** pgbench -R: transactions per second, all clients together. */
+  readonly rate: number;
+  /** pgbench -c. */
+  readonly clients: number;
+  /** Seconds the runner stays ready (replicating under the load) before the harness requests the cutover. */
+  readonly holdSeconds: number;
+  /** The runner's control directory (`<work-dir>/logs/online`), where the cutover is requested. */
+  readonly controlDir: string;
+  /** The runner's log, one JSON object a line (logFormat: json), for the cutover's timeline. */
+  readonly logFile: string;
 }
 
 export const CONTENDER_IDS = [
-  'seed', 'tuned', 'pipe', 'runner-dump', 'runner-dump-noverify', 'runner-stream', 'runner-stream-noverify',
+  'seed', 'tuned', 'pipe', 'runner-dump', 'runner-dump-noverify', 'runner-stream', 'runner-stream-noverify', 'online',
 ] as const;
+/** Contenders that run only on the pgbench dataset (their write load is pgbench's own script). */
+export const PGBENCH_ONLY: readonly ContenderId[] = ['online'];
 export type ContenderId = (typeof CONTENDER_IDS)[number];
 
 export interface ContenderContext {
@@ -52,6 +70,8 @@ export interface ContenderContext {
   readonly secretsFile: string;
   readonly repoRoot: string;
   readonly timeoutSeconds: number;
+  /** The online contender's load and cutover (--online-rate, --online-clients, --online-hold, --online-verify). */
+  readonly online: Omit<OnlineSettings, 'controlDir' | 'logFile'> & { readonly verify: 'counts' | 'checksums' };
 }
 
 const conn = (s: PgServer) => ['-h', s.host, '-p', String(s.port), '-U', s.superuser];
@@ -80,7 +100,9 @@ export function writeSecretsFile(file: string, source: PgServer, destination: Pg
 const RUNNER_SCRIPT = `/${RUNNER_LOADER_FILE}`;
 export { RUNNER_SCRIPT };
 
-function runnerContender(ctx: ContenderContext, id: ContenderId, mode: 'dump' | 'stream', verify: 'counts' | 'none'): Contender {
+function runnerContender(
+  ctx: ContenderContext, id: ContenderId, mode: 'dump' | 'stream' | 'online', verify: 'counts' | 'checksums' | 'none',
+): Contender {
   const workDir = join(ctx.dir, 'work');
   const specFile = join(ctx.dir, 'spec.yaml');
   const t = ctx.timeoutSeconds;
@@ -99,6 +121,16 @@ function runnerContender(ctx: ContenderContext, id: ContenderId, mode: 'dump' | 
       // A benchmark measures one attempt: a failure must show, not be retried.
       retries: { attempts: 1, delaySeconds: 0 },
       timeouts: { connect: 10, dump: t, restore: t, verify: t },
+      ...(mode === 'online' ? {
+        // JSON lines: millisecond timestamps for the cutover's timeline.
+        logFormat: 'json',
+        online: {
+          cutover: 'manual',
+          waitSeconds: t,
+          // pgbench_history has no primary key: not replicated, copied (truncate + COPY) inside the write pause.
+          tablesWithoutKey: { 'public.pgbench_history': 'exclude' },
+        },
+      } : {}),
     },
     defaults: { source: endpoint(ctx.source, 'source'), destination: endpoint(ctx.destination, 'destination') },
     databases: [{ name: 'bench', source: { database: ctx.database }, destination: { database: ctx.database } }],
@@ -107,10 +139,18 @@ function runnerContender(ctx: ContenderContext, id: ContenderId, mode: 'dump' | 
   // into the work directory and runs it with node, exactly as the Job does.
   const bin = join(ctx.repoRoot, 'bin', 'db-migration.js');
   const args = [bin, 'migrate', '--spec', specFile, '--secrets', ctx.secretsFile, '--work-dir', workDir, '--bin-dir', ctx.binDir];
-  const label = `runner ${mode}${verify === 'none' ? ' (verify: none)' : ' (verify: counts)'}`;
+  const label = mode === 'online'
+    ? `runner online (verify: ${verify}; pgbench -R ${ctx.online.rate} -c ${ctx.online.clients})`
+    : `runner ${mode} (verify: ${verify})`;
   return {
     id, label, kind: 'runner', mode, verify, workDir,
     dumpDir: join(workDir, 'dumps'),
+    ...(mode === 'online' ? {
+      online: {
+        rate: ctx.online.rate, clients: ctx.online.clients, holdSeconds: ctx.online.holdSeconds,
+        controlDir: join(workDir, 'logs', 'online'), logFile: join(workDir, 'logs', 'migration.log'),
+      },
+    } : {}),
     env: childEnv(),
     steps: [{ cmd: process.execPath, args, display: `node ${args.join(' ')}` }],
   };
@@ -157,5 +197,6 @@ export function buildContender(id: ContenderId, ctx: ContenderContext): Contende
     case 'runner-dump-noverify': return runnerContender(ctx, id, 'dump', 'none');
     case 'runner-stream': return runnerContender(ctx, id, 'stream', 'counts');
     case 'runner-stream-noverify': return runnerContender(ctx, id, 'stream', 'none');
+    case 'online': return runnerContender(ctx, id, 'online', ctx.online.verify);
   }
 }

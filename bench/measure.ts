@@ -31,6 +31,12 @@ export interface StepOptions {
   readonly timeoutMs: number;
   /** Poll /proc for the tree's memory every this many ms. @default - no polling */
   readonly memoryPollMs?: number;
+  /**
+   * With memoryPollMs: keep a time series of the resident set (VmRSS) of the processes whose command line contains
+   * this string (the largest at each sample), to find the peak within a window (online mode's catch-up).
+   * @default - no series
+   */
+  readonly rssSeriesOf?: string;
 }
 
 /** Runs a command in its own process group; on timeout the group gets SIGTERM, then SIGKILL after 5 s. */
@@ -53,7 +59,7 @@ export function runStep(cmd: string, args: readonly string[], opts: StepOptions)
       return;
     }
     runningGroups.add(pid);
-    const monitor = opts.memoryPollMs ? new TreeMonitor(pid, opts.memoryPollMs) : undefined;
+    const monitor = opts.memoryPollMs ? new TreeMonitor(pid, opts.memoryPollMs, opts.rssSeriesOf) : undefined;
     monitor?.start();
     let timedOut = false;
     let killTimer: NodeJS.Timeout | undefined;
@@ -100,6 +106,15 @@ export interface TreeMemory {
   /** Largest sum of VmRSS over the whole tree at one sample (node + pg_dump/pg_restore workers), KiB. */
   readonly treePeakSumKiB: number;
   readonly samples: number;
+  /** With rssSeriesOf: [epoch ms, VmRSS KiB] of the matching process at each sample where it ran. */
+  readonly rssSeries?: ReadonlyArray<readonly [number, number]>;
+}
+
+/** The largest VmRSS of a series within [fromMs, toMs]; undefined when no sample falls in it. */
+export function peakInWindow(series: TreeMemory['rssSeries'], fromMs: number, toMs: number): number | undefined {
+  let peak: number | undefined;
+  for (const [t, kib] of series ?? []) if (t >= fromMs && t <= toMs) peak = Math.max(peak ?? 0, kib);
+  return peak;
 }
 
 function readStatus(pid: number): { name: string; hwm: number; rss: number } | undefined {
@@ -139,8 +154,9 @@ export class TreeMonitor {
   private treePeakSumKiB = 0;
   private samples = 0;
   private timer?: NodeJS.Timeout;
+  private readonly series: Array<readonly [number, number]> = [];
 
-  constructor(private readonly rootPid: number, private readonly intervalMs: number) {}
+  constructor(private readonly rootPid: number, private readonly intervalMs: number, private readonly seriesOf?: string) {}
 
   start(): void {
     this.sample();
@@ -150,13 +166,17 @@ export class TreeMonitor {
   stop(): TreeMemory {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    return { processes: [...this.peaks.values()], treePeakSumKiB: this.treePeakSumKiB, samples: this.samples };
+    return {
+      processes: [...this.peaks.values()], treePeakSumKiB: this.treePeakSumKiB, samples: this.samples,
+      ...(this.seriesOf ? { rssSeries: this.series } : {}),
+    };
   }
 
   private sample(): void {
     this.samples++;
     const children = parentMap();
     let sum = 0;
+    let seriesKiB: number | undefined;
     const queue: Array<[number, number]> = [[this.rootPid, 0]];
     while (queue.length) {
       const [pid, depth] = queue.shift()!;
@@ -173,10 +193,12 @@ export class TreeMonitor {
           this.peaks.set(key, p);
         }
         p.peakKiB = Math.max(p.peakKiB, st.hwm, st.rss);
+        if (this.seriesOf && st.name.startsWith('node') && cmdline.includes(this.seriesOf)) seriesKiB = Math.max(seriesKiB ?? 0, st.rss);
       }
       for (const c of children.get(pid) ?? []) queue.push([c, depth + 1]);
     }
     this.treePeakSumKiB = Math.max(this.treePeakSumKiB, sum);
+    if (seriesKiB !== undefined) this.series.push([Date.now(), seriesKiB]);
   }
 }
 

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { DatasetInfo } from './datasets';
+import type { OnlineResult } from './online';
 
 export interface StepReport {
   readonly display: string;
@@ -47,6 +48,10 @@ export interface ContenderResult {
   readonly overheadSeconds?: number;
   /** The end of the runner's output, when it failed. */
   readonly outputTail?: readonly string[];
+  /** The online contender: time to ready, write pause and its steps, memory during catch-up, the load. */
+  readonly online?: OnlineResult;
+  /** With --repeat: every repetition's online figures, in run order. */
+  readonly onlineRuns?: readonly OnlineResult[];
 }
 
 export interface MachineInfo {
@@ -127,7 +132,29 @@ export function combineRuns(runs: readonly ContenderResult[]): ContenderResult {
     runnerTreePeakRssMiB: max(runs.map((r) => r.runnerTreePeakRssMiB)),
     peakDumpBytes: max(runs.map((r) => r.peakDumpBytes)),
     outputTail: failed?.outputTail,
+    ...(runs.some((r) => r.online) ? { onlineRuns: runs.flatMap((r) => (r.online ? [r.online] : [])) } : {}),
   };
+}
+
+/**
+ * The online contender's figures, one row per run (every repetition shown, not a median: the write pause is the
+ * number that matters and its spread is part of it). Undefined when the online contender did not run.
+ */
+export function onlineTable(results: readonly ContenderResult[], scale: number): string | undefined {
+  const rows = results.filter((r) => r.online).flatMap((r) => (r.onlineRuns ?? [r.online!]).map((o, i, all) => ({ r, o, run: all.length > 1 ? `${i + 1}/${all.length}` : '1' })));
+  if (rows.length === 0) return undefined;
+  const head = '| scale | run | ready s (CLI start; copy + catch-up) | write pause s | fence | applied wait | copy inside | verify inside | finish | '
+    + 'verify before fence s (writers waited max s) | runner RSS MiB: copy / catch-up / peak | load, txns | status |';
+  const sep = '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|';
+  const body = rows.map(({ r, o, run }) => {
+    const p = o.pauseSteps;
+    return `| ${scale} | ${run} | ${fmt(o.readySeconds)} (${fmt(o.copySeconds)} + ${fmt(o.catchUpSeconds)}) | ${fmt(o.writePauseSeconds, 2)} | `
+      + `${fmt(p.fence, 2)} | ${fmt(p.appliedWait, 2)} | ${fmt(p.copyInside, 2)} | ${fmt(p.verifyInside, 2)} | ${fmt(p.finish, 2)} | `
+      + `${fmt(o.verifyBeforeFenceSeconds)} (${fmt(o.writersWaitedSeconds, 2)}) | `
+      + `${fmt(o.copyPeakRssMiB)} / ${fmt(o.catchUpPeakRssMiB)} / ${fmt(r.runnerPeakRssMiB)} | -R ${o.load.rate} -c ${o.load.clients}, `
+      + `${o.load.transactions ?? '?'} | ${cell(truncate(r.status, 120))} |`;
+  });
+  return [head, sep, ...body].join('\n');
 }
 
 export function notes(datasets: readonly DatasetInfo[], jobs: number, results: readonly ContenderResult[] = []): string[] {
@@ -136,8 +163,18 @@ export function notes(datasets: readonly DatasetInfo[], jobs: number, results: r
     return `- ${r.dataset} / ${r.label}: runner phases (s) ${p}; start-up + pre-flight + rest ${fmt(r.overheadSeconds)}; `
       + `whole tree peak RSS (node + pg tools) ${fmt(r.runnerTreePeakRssMiB)} MiB`;
   });
+  const onlineNotes = results.filter((r) => r.online).map((r) => {
+    const o = r.online!;
+    return `- ${r.dataset} / online: source wal_level=logical; pgbench -R ${o.load.rate} -c ${o.load.clients} from 3 s before the runner until the fence `
+      + `(${o.load.endedByFence ? 'ended by the fence' : 'NOT ended by the fence'}); cutover: manual, requested ${o.holdSeconds} s after "ready"; `
+      + 'public.pgbench_history (no primary key) is tablesWithoutKey: exclude, so it is truncated and copied inside the pause '
+      + `(${o.rowsCopiedInsidePause ?? '?'} rows); full verification before the fence took ${fmt(o.verifyBeforeFenceSeconds)} s (not in the pause). `
+      + 'Write pause = fence to verified (the runner\'s writePauseSeconds); its steps are the gaps between the runner\'s log lines. '
+      + 'RSS copy / catch-up: largest VmRSS of the runner process sampled every 75 ms during the initial copy, and from its end to the fence; peak: VmHWM.';
+  });
   return [
     ...phaseNotes,
+    ...onlineNotes,
     ...datasets.map((d) => `- dataset ${d.name}: ${d.description}; source ${fmt(mib(d.sourceBytes))} MiB, ${d.tables} tables, `
       + `largest ${d.largestTable} (${d.largestRows} rows); generated in ${fmt(d.generateSeconds)} s`),
     `- N = ${jobs} jobs everywhere; hand dumps are uncompressed (-Z0) like the runner's default (dump.compression: 0).`,

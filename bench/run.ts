@@ -12,11 +12,12 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPgServer, type PgServer } from '../test/support/pg-server';
 import {
-  buildContender, CONTENDER_IDS, RUNNER_SCRIPT, writePassFile, writeSecretsFile, type Contender, type ContenderContext, type ContenderId,
+  buildContender, CONTENDER_IDS, PGBENCH_ONLY, RUNNER_SCRIPT, writePassFile, writeSecretsFile, type Contender, type ContenderContext, type ContenderId,
 } from './contenders';
 import { checkDestination, generateManyTables, generatePgbench, recreateDatabase, type DatasetInfo } from './datasets';
-import { DirPeak, firstErrorLine, killGroup, runnerNodeProcess, runningGroups, runStep } from './measure';
-import { combineRuns, machineInfo, markdownTable, notes, writeResults, type ContenderResult, type StepReport } from './report';
+import { DirPeak, firstErrorLine, killGroup, runnerNodeProcess, runningGroups, runStep, type TreeMemory } from './measure';
+import { cutoverWhenReady, OnlineLoad, onlineResult, removeLeftovers, type OnlineResult } from './online';
+import { combineRuns, machineInfo, markdownTable, notes, onlineTable, writeResults, type ContenderResult, type StepReport } from './report';
 
 const REPO_ROOT = resolve(__dirname, '..');
 const DATASETS = ['pgbench', 'tables'] as const;
@@ -30,7 +31,11 @@ const USAGE = `npm run bench -- [options]
   --timeout S        seconds allowed per contender (default max(300, 30 × scale))
   --repeat N         run every contender N times, interleaved, and report the median (default 1)
   --datasets LIST    comma-separated: ${DATASETS.join(', ')} (default all)
-  --contenders LIST  comma-separated: ${CONTENDER_IDS.join(', ')} (default all)
+  --contenders LIST  comma-separated: ${CONTENDER_IDS.join(', ')} (default all; online: pgbench dataset only)
+  --online-rate N    online: pgbench -R, transactions per second of the write load during the migration (default 200)
+  --online-clients N online: pgbench -c (default 2)
+  --online-hold S    online: seconds the runner replicates under the load once ready, before the cutover is requested (default 10)
+  --online-verify V  online: counts or checksums (default counts)
   --bin-dir DIR      PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
   --results-dir DIR  where the JSON goes (default bench/results)
   --keep             keep the temporary directory (outputs of every contender) and print its path
@@ -47,6 +52,9 @@ const SERVER_SETTINGS: Record<string, string> = {
   max_connections: '100',
 };
 
+/** The source's extra settings when the online contender runs: logical decoding for its replication slot. */
+const ONLINE_SOURCE_SETTINGS: Record<string, string> = { wal_level: 'logical' };
+
 interface Options {
   scale: number;
   tables: number;
@@ -58,6 +66,7 @@ interface Options {
   binDir: string;
   resultsDir: string;
   keep: boolean;
+  online: ContenderContext['online'];
 }
 
 class UsageError extends Error {}
@@ -73,6 +82,7 @@ function parseOptions(argv: string[]): Options | undefined {
         scale: { type: 'string' }, tables: { type: 'string' }, jobs: { type: 'string' }, timeout: { type: 'string' }, repeat: { type: 'string' },
         datasets: { type: 'string' }, contenders: { type: 'string' }, 'bin-dir': { type: 'string' },
         'results-dir': { type: 'string' }, keep: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        'online-rate': { type: 'string' }, 'online-clients': { type: 'string' }, 'online-hold': { type: 'string' }, 'online-verify': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -93,6 +103,8 @@ function parseOptions(argv: string[]): Options | undefined {
     return all.filter((a) => items.includes(a));
   };
   const scale = int('scale', values.scale, 20, 1, 10_000);
+  const onlineVerify = values['online-verify'] ?? 'counts';
+  if (onlineVerify !== 'counts' && onlineVerify !== 'checksums') throw new UsageError(`--online-verify must be counts or checksums (got "${onlineVerify}")`);
   return {
     scale,
     tables: int('tables', values.tables, 200, 3, 2000),
@@ -104,6 +116,12 @@ function parseOptions(argv: string[]): Options | undefined {
     binDir: resolve(values['bin-dir'] ?? process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin'),
     resultsDir: resolve(values['results-dir'] ?? join(REPO_ROOT, 'bench', 'results')),
     keep: values.keep ?? false,
+    online: {
+      rate: int('online-rate', values['online-rate'], 200, 1, 100_000),
+      clients: int('online-clients', values['online-clients'], 2, 1, 50),
+      holdSeconds: int('online-hold', values['online-hold'], 10, 0, 3600),
+      verify: onlineVerify,
+    },
   };
 }
 
@@ -155,14 +173,24 @@ async function runContender(
   let treePeakKiB: number | undefined;
   let timedOut = false;
   let runnerProcess: string | undefined;
+  // Online: the write load starts (and settles) before the clock; the fence at cutover ends it.
+  const load = c.online ? new OnlineLoad(ctx.source, ctx.database, ctx.binDir, c.online) : undefined;
+  await load?.start(3000);
+  let memory: TreeMemory | undefined;
+  let cutover: Promise<number | undefined> | undefined;
   dirPeak?.start();
+  const startedMs = Date.now();
   const started = process.hrtime.bigint();
   for (const step of c.steps) {
     const remaining = deadline - Date.now();
     if (remaining <= 0) { failure = `timed out after ${ctx.timeoutSeconds} s`; break; }
-    const res = await runStep(step.cmd, step.args, {
+    const running = runStep(step.cmd, step.args, {
       env: c.env, cwd: ctx.repoRoot, logFile, timeoutMs: remaining, memoryPollMs: c.kind === 'runner' ? 75 : undefined,
+      rssSeriesOf: c.online ? RUNNER_SCRIPT : undefined,
     });
+    if (c.online) cutover = cutoverWhenReady(c.online, logFile, running);
+    const res = await running;
+    memory = res.memory;
     steps.push({ display: step.display, seconds: res.seconds, exitCode: res.exitCode, signal: res.signal, timedOut: res.timedOut });
     if (c.kind === 'runner') {
       const proc = runnerNodeProcess(res.memory, RUNNER_SCRIPT);
@@ -179,11 +207,17 @@ async function runContender(
   }
   const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
   const peakDumpBytes = await dirPeak?.stop();
+  const cutoverExitCode = await cutover;
+  const loadReport = await load?.stop();
 
   let phases: Record<string, number | undefined> | undefined;
+  let online: OnlineResult | undefined;
   if (c.kind === 'runner' && c.workDir) {
     const summary = readSummary(c.workDir);
     const db = summary?.databases?.[0];
+    if (c.online && loadReport) {
+      online = await onlineResult({ settings: c.online, startedMs, summaryDb: db, memory, load: loadReport, cutoverExitCode });
+    }
     if (db) {
       const all: Record<string, unknown> = {
         dump: db.dumpSeconds, restore: db.restoreSeconds, stream: db.streamSeconds, analyze: db.analyzeSeconds, verify: db.verifySeconds,
@@ -202,10 +236,12 @@ async function runContender(
       failure = 'runner exited 0 but wrote no logs/summary.json';
     }
   }
+  if (!failure && c.online && !loadReport?.endedByFence) failure = 'the write load was not ended by the cutover\'s fence';
   if (!failure) {
     const problem = await checkDestination(ctx.destination, dataset.database, dataset);
     if (problem) failure = `wrong result: ${problem}`;
   }
+  if (failure && c.online) await removeLeftovers(ctx.source, ctx.destination, ctx.database);
   return {
     dataset: dataset.name,
     contender: c.id,
@@ -223,6 +259,7 @@ async function runContender(
     overheadSeconds: phases && Object.keys(phases).length
       ? wallSeconds - Object.values(phases).reduce<number>((a, b) => a + (b ?? 0), 0) : undefined,
     outputTail: failure ? tail(logFile, 20) : undefined,
+    online,
   };
 }
 
@@ -269,9 +306,12 @@ async function main(argv: string[]): Promise<number> {
       if (opts.keep) log(`kept ${tmp}`); else rmSync(tmp, { recursive: true, force: true });
     });
 
-    log(`starting source and destination servers (${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(', ')}, fsync off)`);
+    const withOnline = opts.contenders.includes('online') && opts.datasets.includes('pgbench');
+    const sourceSettings = withOnline ? { ...SERVER_SETTINGS, ...ONLINE_SOURCE_SETTINGS } : SERVER_SETTINGS;
+    log(`starting source and destination servers (${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(', ')}, fsync off`
+      + `${withOnline ? '; source: wal_level=logical' : ''})`);
     const started = await Promise.allSettled([
-      startPgServer({ name: 'bench-src', settings: SERVER_SETTINGS }),
+      startPgServer({ name: 'bench-src', settings: sourceSettings }),
       startPgServer({ name: 'bench-dst', settings: SERVER_SETTINGS }),
     ]);
     for (const s of started) if (s.status === 'fulfilled') cleanup.add(`server on port ${s.value.port}`, () => s.value.destroy());
@@ -302,13 +342,14 @@ async function main(argv: string[]): Promise<number> {
       for (let rep = 1; rep <= opts.repeat && !interrupted; rep++) {
         for (const id of opts.contenders) {
           if (interrupted) break;
+          if (PGBENCH_ONLY.includes(id) && datasetId !== 'pgbench') continue;
           const dir = join(tmp, `${datasetId}-${id}${opts.repeat > 1 ? `-${rep}` : ''}`);
           mkdirSync(dir, { recursive: true, mode: 0o700 });
           await recreateDatabase(destination, info.database);
           await destination.query('CHECKPOINT');
           const ctx: ContenderContext = {
             source, destination, database: info.database, jobs: opts.jobs, binDir: opts.binDir, dir, passFile, secretsFile,
-            repoRoot: REPO_ROOT, timeoutSeconds: opts.timeoutSeconds,
+            repoRoot: REPO_ROOT, timeoutSeconds: opts.timeoutSeconds, online: opts.online,
           };
           const contender = buildContender(id, ctx);
           const which = opts.repeat > 1 ? ` (run ${rep}/${opts.repeat})` : '';
@@ -322,13 +363,15 @@ async function main(argv: string[]): Promise<number> {
       }
       const forDataset = opts.contenders.filter((id) => runsOf.has(id)).map((id) => combineRuns(runsOf.get(id)!));
       const tuned = forDataset.find((r) => r.contender === 'tuned' && r.ok);
-      for (const r of forDataset) if (tuned && r.ok && r.wallSeconds !== undefined) r.ratioToTuned = r.wallSeconds / tuned.wallSeconds!;
+      // Online's wall time includes the hold under load before the cutover: not comparable to a copy's.
+      for (const r of forDataset) if (tuned && r.ok && r.wallSeconds !== undefined && !r.online) r.ratioToTuned = r.wallSeconds / tuned.wallSeconds!;
       results.push(...forDataset);
     }
 
     // Interrupted: the signal handler is removing everything; a partial run writes no results.
     if (interrupted) return 130;
-    const table = markdownTable(results);
+    const online = onlineTable(results, opts.scale);
+    const table = online ? `${markdownTable(results)}\n\n${online}` : markdownTable(results);
     const noteLines = notes(datasets, opts.jobs, results);
     process.stdout.write(`\n${table}\n\n${noteLines.join('\n')}\n`);
     const file = writeResults(opts.resultsDir, {
@@ -337,6 +380,7 @@ async function main(argv: string[]): Promise<number> {
       options: {
         scale: opts.scale, tables: opts.tables, jobs: opts.jobs, timeoutSeconds: opts.timeoutSeconds, repeat: opts.repeat,
         datasets: opts.datasets, contenders: opts.contenders, serverSettings: SERVER_SETTINGS,
+        ...(withOnline ? { sourceServerSettings: sourceSettings, online: opts.online } : {}),
       },
       machine: { ...machine, loadAverage: { ...machine.loadAverage, end: loadavg()[0] } },
       datasets,
