@@ -249,6 +249,9 @@ export const migrationSettingsSchema = z.strictObject({
     'Instead of migrating, remove every replication object (online mode\'s publication, slot and subscription) earlier attempts left, list them, and exit.'),
   copy: section(z.strictObject({
     jobs: d(z._default(positiveInt(undefined, { value: 64 }), 2), 'Parallel COPY workers in stream mode.'),
+    splitTablesLargerThan: d(z.optional(quantity('1Gi')),
+      'Stream and online mode: a table larger than this (on disk) is copied in parts by several workers at once, split by its integer '
+      + 'primary key or else by block ranges (ctid; a PostgreSQL 14+ source), all in the one snapshot. @default - tables are not split'),
   })),
   parallelDatabases: d(z._default(positiveInt(undefined, { value: 16 }), 1), 'Databases migrated at once within one pod.'),
   roles: d(z._default(z.enum(['none', 'referenced', 'all']), 'none'),

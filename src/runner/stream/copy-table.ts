@@ -25,10 +25,16 @@ export function qualifiedName(t: { schema: string; name: string }): string {
   return quoteQualified(t.schema, t.name);
 }
 
-/** The source side: a plain table COPY, or a query for extension configuration tables with a filter. */
-export function copyOutSql(table: TableToCopy, format: CopyFormat): string {
+/**
+ * The source side: a plain table COPY, a query for extension configuration tables with a filter, or a query for
+ * one part of a split table (`partWhere`: its key or block range).
+ */
+export function copyOutSql(table: TableToCopy, format: CopyFormat, partWhere?: string): string {
   const cols = table.columns.map((c) => escapeIdentifier(c.name));
   const opts = `(FORMAT ${format})`;
+  if (partWhere !== undefined) {
+    return `COPY (SELECT ${cols.length ? cols.join(', ') : '*'} FROM ONLY ${qualifiedName(table)} WHERE ${partWhere}) TO STDOUT ${opts}`;
+  }
   if (table.extensionFilter !== undefined) {
     const list = cols.length ? cols.join(', ') : '*';
     return `COPY (SELECT ${list} FROM ONLY ${qualifiedName(table)} ${table.extensionFilter}) TO STDOUT ${opts}`;
@@ -40,9 +46,9 @@ export function copyOutSql(table: TableToCopy, format: CopyFormat): string {
  * The destination side. Ordinary tables are truncated first in the same transaction: that makes a retry
  * start clean, and lets COPY FREEZE write rows already frozen (no later anti-wraparound rewrite).
  */
-export function copyInSql(table: TableToCopy, format: CopyFormat): string {
+export function copyInSql(table: TableToCopy, format: CopyFormat, append = false): string {
   const cols = table.columns.map((c) => escapeIdentifier(c.name));
-  const freeze = table.extensionFilter === undefined ? ', FREEZE' : '';
+  const freeze = table.extensionFilter === undefined && !append ? ', FREEZE' : '';
   return `COPY ${qualifiedName(table)}${cols.length ? ` (${cols.join(', ')})` : ''} FROM STDIN (FORMAT ${format}${freeze})`;
 }
 
@@ -51,6 +57,12 @@ export interface CopyTableOptions {
   readonly signal: AbortSignal;
   /** Called with the size of each chunk as it passes (for progress). */
   readonly onBytes?: (n: number) => void;
+  /**
+   * One part of a split table: only the rows matching this condition, appended (the table was truncated once
+   * before its first part; parts load in parallel, so no FREEZE, which needs the truncation in the same transaction).
+   * @default - the whole table, truncated first
+   */
+  readonly partWhere?: string;
 }
 
 /**
@@ -58,10 +70,11 @@ export interface CopyTableOptions {
  * failure the destination transaction is rolled back when possible; the caller closes both sessions on abort.
  */
 export async function copyTable(source: Client, destination: Client, table: TableToCopy, opts: CopyTableOptions): Promise<TableCopyResult> {
+  const part = opts.partWhere !== undefined;
   await destination.query('BEGIN');
-  if (table.extensionFilter === undefined) await destination.query(`TRUNCATE ONLY ${qualifiedName(table)}`);
-  const sink = destination.query(new CopyInFrames(copyInSql(table, opts.format)));
-  const sourceStream = source.query(new CopyOutFrames(copyOutSql(table, opts.format), opts.onBytes));
+  if (table.extensionFilter === undefined && !part) await destination.query(`TRUNCATE ONLY ${qualifiedName(table)}`);
+  const sink = destination.query(new CopyInFrames(copyInSql(table, opts.format, part)));
+  const sourceStream = source.query(new CopyOutFrames(copyOutSql(table, opts.format, opts.partWhere), opts.onBytes));
   await pipeline(sourceStream, sink, { signal: opts.signal });
   const sourceRows = await sourceStream.done;
   await destination.query('COMMIT');

@@ -21,10 +21,12 @@ import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
 import { analyzeTables } from '../analyze';
 import { readSourceCatalog, type SourceCatalog, type TableToCopy } from './catalog';
 import { dropForeignKeysReferencing } from './clean';
-import { copyFormat } from './copy-format';
+import { chooseFormat, describeChoice, type CopyFormat } from './copy-format';
 import { copyTable, qualifiedName } from './copy-table';
 import { StreamAbortedError, StreamTimeoutError } from './errors';
 import { copyLargeObjects } from './large-objects';
+import { planSplits, type TablePart } from './split';
+import { quantityValue } from '../../spec/formats';
 import { PostDataScheduler } from './post-data';
 import { ProgressTracker } from './progress';
 import { setSequences } from './sequences';
@@ -35,7 +37,7 @@ import { dumpSchemaArchive, listArchive, restoreSection, type ToolContext } from
 import type { StreamOptions, StreamResult } from './types';
 import { drainQueue } from '../work-queue';
 
-type CopyItem = { kind: 'table'; table: TableToCopy } | { kind: 'large-objects'; oids: readonly number[] };
+type CopyItem = { kind: 'table'; table: TableToCopy } | { kind: 'part'; part: TablePart } | { kind: 'large-objects'; oids: readonly number[] };
 
 interface Worker {
   readonly reader: Client;
@@ -120,16 +122,31 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
 
     // copy
     progress.enter('copy');
+    const split = m.copy.splitTablesLargerThan === undefined ? undefined
+      : await planSplits(snapshot.client, catalog.tables, quantityValue(m.copy.splitTablesLargerThan), snapshot.serverVersionNum);
+    for (const note of split?.notes ?? []) log('info', note);
+    // A split table is emptied once, before any of its parts (which append).
+    for (const oid of split?.parts.keys() ?? []) await control.query(`TRUNCATE ONLY ${qualifiedName(catalog.tables.find((t) => t.oid === oid)!)}`);
     const items: CopyItem[] = [
       // Large objects first: their size is unknown (pg_largeobject is not readable without superuser).
       ...(catalog.largeObjectOids.length ? [{ kind: 'large-objects' as const, oids: catalog.largeObjectOids }] : []),
-      ...catalog.tables.map((table) => ({ kind: 'table' as const, table })),
+      ...catalog.tables.flatMap((table): CopyItem[] => split?.parts.get(table.oid)?.map((part) => ({ kind: 'part' as const, part }))
+        ?? [{ kind: 'table' as const, table }])
+        .sort((a, b) => itemBytes(b) - itemBytes(a)),
     ];
+    const partsLeft = new Map([...split?.parts ?? []].map(([oid, ps]) => [oid, { left: ps.length, rows: 0, sourceRows: 0, bytes: 0, started: Date.now() }]));
     const workerCount = Math.max(1, Math.min(m.copy.jobs, items.length));
     const writers = [control, ...await Promise.all(Array.from({ length: workerCount - 1 }, () => track(openWriter(db.destination, sessionOpts))))];
     const readers = await Promise.all(Array.from({ length: workerCount }, () => track(openSnapshotReader(db.source, snapshot!.id, sessionOpts))));
     const workers: Worker[] = readers.map((reader, i) => ({ reader, writer: writers[i] }));
-    const binaryTables = catalog.tables.filter((t) => copyFormat(t, snapshot!.serverVersionNum, destinationVersionNum) === 'binary').length;
+    // Each table's COPY format: measured on a sample for the large ones (copy-format.ts), in the snapshot.
+    const formats = new Map<number, CopyFormat>();
+    for (const t of catalog.tables) {
+      const choice = await chooseFormat(snapshot.client, t, snapshot.serverVersionNum, destinationVersionNum);
+      formats.set(t.oid, choice.format);
+      if (choice.sample) log('info', `COPY format of ${qualifiedName(t)}: ${describeChoice(choice)}`);
+    }
+    const binaryTables = [...formats.values()].filter((f) => f === 'binary').length;
     log('info', `copying with ${workerCount} workers; ${binaryTables} tables in binary format, ${catalog.tables.length - binaryTables} in text`);
 
     await withTimeout(controller, new StreamTimeoutError(db.name, 'copy', m.timeouts.dump), m.timeouts.dump, () =>
@@ -139,14 +156,27 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
           log('info', `copied ${item.oids.length} large objects (${formatMiB(bytes)})`);
           return;
         }
-        const t = item.table;
-        const format = copyFormat(t, snapshot!.serverVersionNum, destinationVersionNum);
+        const t = item.kind === 'part' ? item.part.table : item.table;
+        const format = formats.get(t.oid)!;
         const started = Date.now();
-        const res = await copyTable(w.reader, w.writer, t, { format, signal, onBytes: (n) => progress.addBytes(n) });
-        progress.tableDone(res.rows);
-        if (t.extensionFilter === undefined) sourceRowCounts.set(qualifiedName(t), res.sourceRows);
+        const res = await copyTable(w.reader, w.writer, t, {
+          format, signal, onBytes: (n) => progress.addBytes(n), ...(item.kind === 'part' ? { partWhere: item.part.where } : {}),
+        });
+        let done = res;
+        if (item.kind === 'part') {
+          // The table is loaded when its last part is: only then its indexes, its row count and its progress.
+          const acc = partsLeft.get(t.oid)!;
+          acc.left--;
+          acc.rows += res.rows; acc.sourceRows += res.sourceRows; acc.bytes += res.bytes;
+          log('info', `copied part ${item.part.index}/${item.part.count} of ${qualifiedName(t)}: ${res.rows} rows, ${formatMiB(res.bytes)} ${format}`);
+          if (acc.left > 0) return;
+          done = acc;
+        }
+        progress.tableDone(done.rows);
+        if (t.extensionFilter === undefined) sourceRowCounts.set(qualifiedName(t), done.sourceRows);
         postData!.tableLoaded(t.oid);
-        log('info', `copied ${qualifiedName(t)}: ${res.rows} rows, ${formatMiB(res.bytes)} ${format} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+        const startedAt = item.kind === 'part' ? partsLeft.get(t.oid)!.started : started;
+        log('info', `copied ${qualifiedName(t)}: ${done.rows} rows, ${formatMiB(done.bytes)} ${format} in ${((Date.now() - startedAt) / 1000).toFixed(1)}s`);
       }));
     // The readers' transactions and the snapshot are no longer needed: release the source (locks, xmin).
     await Promise.all(readers.map(async (r) => { await r.query('COMMIT'); await release(r); }));
@@ -218,6 +248,10 @@ function stopwatch(): { lap(): number } {
       return Math.round(s * 1000) / 1000;
     },
   };
+}
+
+function itemBytes(item: CopyItem): number {
+  return item.kind === 'part' ? item.part.bytes : item.kind === 'table' ? item.table.bytes : Infinity;
 }
 
 function sum(xs: readonly number[]): number {
