@@ -110,7 +110,9 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, onStart?:
 }
 
 const hasShell = (argv: string[]) => spawnSync(argv[0], [...argv.slice(1), '-c', 'exit 0']).status === 0;
-const SHELLS: string[][] = [['sh'], ['bash', '--posix'], ['dash'], ['busybox', 'sh']].filter(hasShell);
+const WANTED_SHELLS: string[][] = [['sh'], ['bash', '--posix'], ['dash'], ['busybox', 'sh']];
+// Under CI every shell must be there (.ci/run installs busybox-static): a missing one fails instead of being left out.
+const SHELLS: string[][] = process.env.CI === 'true' ? WANTED_SHELLS : WANTED_SHELLS.filter(hasShell);
 
 interface Client {
   readonly name: string;

@@ -76,7 +76,6 @@ databases:
     expect(heartbeat).toMatch(/^ready /);
     const cutover = exec(['/bin/sh', '/opt/db-migration/cutover.sh']);
     const run = await pod;
-    await load.stop();
 
     // then the command showed the cutover and exited 0, and the Job's pod completed
     expect(cutover.status, cutover.stdout + cutover.stderr).toBe(0);
@@ -88,7 +87,10 @@ databases:
     expect(message.databases[0]).toMatchObject({ name: 'pagila', status: 'migrated', writePauseSeconds: message.writePauseSeconds });
     expect(run.stdout).toContain('Cut over with: kubectl -n pharia-ai exec job/db-migration -- sh /opt/db-migration/cutover.sh');
     // and the destination equals the fenced source (materialized views are refreshed, not replicated)
+    // (the writers notice on their next write: the fenced sessions were ended, new ones are read-only)
+    for (let i = 0; i < 100 && load.refused() === 0; i++) await new Promise((r) => setTimeout(r, 100));
     expect(load.refused()).toBeGreaterThan(0);
+    await load.stop();
     const [before, after] = await Promise.all([fingerprint(source, 'pagila'), fingerprint(destination, 'pagila')]);
     const matviews = new Set((await source.query<{ n: string }>("SELECT schemaname || '.' || matviewname AS n FROM pg_matviews", 'pagila')).map((r) => r.n));
     const tables = (f: typeof before) => Object.fromEntries(Object.entries(f.tables).filter(([k]) => !matviews.has(k)));

@@ -101,7 +101,6 @@ describe('runMigration, mode: online', () => {
     const code = await requestCutover({ dir: controlDir(t.config.paths.logs), out: command.stream, pollMs: 100 });
     const summary = await run;
     const benchOutput = await bench.stop();
-    await shopLoad.stop();
 
     // then the command succeeded and showed the cutover's progress, both databases are migrated
     expect(code).toBe(0);
@@ -117,7 +116,10 @@ describe('runMigration, mode: online', () => {
     }
     expect(summary.writePauseSeconds).toBe(Math.max(...summary.databases.map((d) => d.writePauseSeconds!)));
     // and the writers were really fenced: sessions ended, new writes refused, the sources read-only
+    // (the writers notice on their next write: the fenced sessions were ended, new ones are read-only)
+    for (let i = 0; i < 100 && shopLoad.refused() === 0; i++) await new Promise((r) => setTimeout(r, 100));
     expect(shopLoad.refused()).toBeGreaterThan(0);
+    await shopLoad.stop();
     expect(shopLoad.committed()).toBeGreaterThan(50);
     expect(benchOutput).toMatch(/read-only transaction|terminating connection/);
     await expect(source.query('CREATE TABLE public.after_cutover (x int)', 'shop')).rejects.toThrow(/read-only transaction/);
