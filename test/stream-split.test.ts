@@ -11,6 +11,7 @@ import { runMigration } from '../src/runner/migrate';
 import { streamDatabase } from '../src/runner/stream';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { pgbenchInit } from './support/pgbench-load';
+import { prepareServerVersions } from './support/pg-versions';
 import { captureOutput } from './support/runner-helpers';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
 
@@ -110,6 +111,35 @@ describe('stream mode, large tables split into parts', () => {
     const again = await runMigration(t.config, { env: t.env, binDir: PG_BIN, out: captureOutput().stream, resume: true });
     expect(again.ok).toBe(true);
     expect(await checksums(destination, 'big_resumed')).toEqual(await checksums(source, 'big'));
+  });
+});
+
+describe('stream mode, splitting from a PostgreSQL 13 source', () => {
+  it('splits a table by its primary key, leaves one without a key whole (ctid ranges need 14) and says why; both arrive identical', async () => {
+    // given a PostgreSQL 13 source with the two large tables
+    const bin = await prepareServerVersions([13]);
+    const old = await startPgServer({ name: 'split-13', binDir: bin[13] });
+    try {
+      await old.query('CREATE DATABASE big');
+      await old.query(BIG, 'big');
+      const t = makeRuntimeConfig({
+        source: old, destination, databases: [{ name: 'big', source: { database: 'big' }, destination: { database: 'big_from_13' } }],
+        migration: { mode: 'stream', copy: { jobs: 2, splitTablesLargerThan: '2Mi' }, verify: 'checksums' },
+      });
+      configs.push(t);
+      const out = captureOutput();
+
+      // when it is streamed with splitting on
+      const summary = await runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream });
+
+      // then the keyed table is split, the other is copied whole with the reason, and both are identical
+      expect(summary.ok).toBe(true);
+      expect(out.text()).toMatch(/split "public"."with_pk" \(\d+ MiB\) into \d+ parts by its primary key id/);
+      expect(out.text()).toMatch(/not split "public"."no_pk" \(\d+ MiB\): no integer primary key, and block ranges \(ctid\) need a PostgreSQL 14 source/);
+      expect(await checksums(destination, 'big_from_13')).toEqual(await checksums(old, 'big'));
+    } finally {
+      await old.destroy();
+    }
   });
 });
 
