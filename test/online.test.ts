@@ -221,6 +221,8 @@ describe('runMigration, mode: online', () => {
     expect(a).toHaveLength(20);
     expect(b).toEqual(a);
     expect(out.text()).toMatch(/large objects 3 copied \/ 1 removed \/ 17 unchanged/);
+    // and pre-flight named them: they are copied at cutover, not replicated
+    expect(out.text()).toMatch(/20 large objects on the source \(OID \d+(, \d+){9} and 10 more\): large objects are not replicated/);
     await expectSameTables('los', 'los_online');
     await source.query('ALTER DATABASE los RESET default_transaction_read_only');
   }, 300_000);

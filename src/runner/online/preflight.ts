@@ -115,7 +115,8 @@ async function checkTables(client: Client, config: RuntimeConfig, r: Reporter): 
       + `${capList(atCutover.map((t) => displayName(t.schema, t.name)), CAP)}; copied inside the write pause at cutover, which grows with their size`);
   }
   if (tables.largeObjects > 0) {
-    r.warning('not-replicated', `${plural(tables.largeObjects, 'large object')} on the source: large objects are not replicated; `
+    const named = capList(tables.largeObjectOids.map(String), CAP) + (tables.largeObjects > tables.largeObjectOids.length ? ` and ${tables.largeObjects - tables.largeObjectOids.length} more` : '');
+    r.warning('not-replicated', `${plural(tables.largeObjects, 'large object')} on the source (OID ${named}): large objects are not replicated; `
       + 'those written or changed after the initial copy are copied inside the write pause at cutover');
   }
   for (const key of Object.keys(listed)) {

@@ -28,6 +28,8 @@ export interface TableSurvey {
   readonly keyless: readonly SourceTable[];
   readonly unlogged: readonly SourceTable[];
   readonly largeObjects: number;
+  /** The first few large objects' OIDs, to name them. */
+  readonly largeObjectOids: readonly number[];
 }
 
 const IDENTITY = { d: 'default', n: 'nothing', f: 'full', i: 'index' } as const;
@@ -47,12 +49,14 @@ export async function surveyTables(client: Client, matches: (schema: string) => 
     schema: t.schema, name: t.name, replicaIdentity: IDENTITY[t.ident], hasPrimaryKey: t.pk, unlogged: t.unlogged, owned: t.owned,
   }));
   const permanent = all.filter((t) => !t.unlogged);
-  const lo = await client.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_catalog.pg_largeobject_metadata');
+  const lo = await client.query<{ n: string; oids: number[] | null }>(
+    'SELECT count(*)::text AS n, (array_agg(oid::int8 ORDER BY oid))[1:10] AS oids FROM pg_catalog.pg_largeobject_metadata');
   return {
     published: permanent,
     keyless: permanent.filter((t) => t.replicaIdentity === 'nothing' || (t.replicaIdentity === 'default' && !t.hasPrimaryKey) || t.replicaIdentity === 'full'),
     unlogged: all.filter((t) => t.unlogged),
     largeObjects: Number(lo.rows[0].n),
+    largeObjectOids: (lo.rows[0].oids ?? []).map(Number),
   };
 }
 
