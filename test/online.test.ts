@@ -189,7 +189,7 @@ describe('runMigration, mode: online', () => {
     await source.query('ALTER DATABASE ddl RESET default_transaction_read_only');
   }, 300_000);
 
-  it('copies large objects written, changed and removed during catch-up at the cutover (cutover: auto)', async () => {
+  it('copies large objects written, changed and removed during catch-up at the cutover, and pre-flight names them', async () => {
     // given a source with large objects referenced from a table
     await source.query('CREATE DATABASE los');
     await source.query(`CREATE TABLE docs (id int PRIMARY KEY, body oid);
