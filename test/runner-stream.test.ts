@@ -97,8 +97,8 @@ describe('runMigration, mode: stream', () => {
     // and the log shows the stream's phases, progress lines and the summary table's stream columns
     const text = out.text();
     expect(text).toMatch(/\[shop\] \[stream\] streaming with 3 COPY workers; time limit/);
-    expect(text).toMatch(/\[shop\] \[stream\] copy \(\d+ tables\)/);
-    expect(text).toMatch(/\[shop\] \[stream\] streaming \((pre-data|copy|post-data|sequences|analyze)\): \d+\/\d+ tables, [\d.]+ (B|KiB|MiB), \d+ rows copied, \d+s elapsed/);
+    expect(text).toMatch(/\[shop\] \[stream\] copy \(\d+ tables, about [\d.]+ (KiB|MiB)\)/);
+    expect(text).toMatch(/\[shop\] \[stream\] streaming \((pre-data|copy|post-data|sequences|analyze)\): [\d.]+ (B|KiB|MiB)( of about [\d.]+ (B|KiB|MiB) \(\d+%\)(, ([\d.]+ (B|KiB|MiB)\/s|rate not measured yet), (about \S+ left|time left unknown[^;]*))?| copied); \d+\/\d+ tables, \d+ rows copied, \d+s elapsed/);
     expect(text).toMatch(/\[shop\] \[stream\] streamed \d+ tables, \d+ rows, [\d.]+ (KiB|MiB) in/);
     expect(text).toMatch(/database\s+status\s+phase\s+size\s+dump\s+restore\s+stream\s+copied\s+verify/);
     expect(text).not.toMatch(/\[analyze\]/);

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ToolFailedError, ToolTimeoutError } from '../src/runner/exec';
 import { Logger } from '../src/runner/log';
 import { buildPlan, commandEnv, dbnameArg, formatCommand, passwordEnvNames, restoreCommand } from '../src/runner/plan';
-import { countTocEntries, directorySize, dumpProgressMessage, RestoreProgress, startTicker } from '../src/runner/progress';
+import { countTocEntries, directorySize, dumpProgressLine, RestoreProgress, startTicker } from '../src/runner/progress';
 import { backoffSeconds, PhaseError, withRetry } from '../src/runner/retry';
 import { compactSummary, finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult } from '../src/runner/summary';
 import { parseArchiveList } from '../src/runner/stream/toc';
@@ -221,7 +221,8 @@ describe('progress', () => {
     writeFileSync(join(d, 'sub', 'b'), Buffer.alloc(24));
     expect(await directorySize(d)).toBe(1024);
     expect(await directorySize(join(tmp, 'missing'))).toBe(0);
-    expect(dumpProgressMessage(1024, 4096, 75)).toBe('dumping: 1.0 KiB written of a 4.0 KiB database (25%, compressed dumps stay below 100%), 1m15s elapsed');
+    expect(dumpProgressLine(1024, 4096, undefined, 75).msg)
+      .toBe('dumping: 1.0 KiB written of a 4.0 KiB database (25%; compressed dumps stay below 100%), rate not measured yet, time left unknown, 1m15s elapsed');
   });
 
   it('logs a line every interval until stopped', async () => {

@@ -21,6 +21,8 @@ export interface PhaseRunOptions {
   readonly signal?: AbortSignal;
   /** @default 30000 */
   readonly progressIntervalMs?: number;
+  /** Told the share (0..1) of the phase's work done at each progress line (the run's progress). @default - not told */
+  readonly onFraction?: (fraction: number) => void;
 }
 
 export interface DumpResult {
@@ -46,7 +48,9 @@ export async function dumpDatabase(
   await removeDumpDir(db.dumpDir);
   await mkdir(dirname(db.dumpDir), { recursive: true });
   logger.debug(`running ${formatCommand(cmd)}`);
-  const ticker = startDumpProgress({ logger, dumpDir: db.dumpDir, databaseBytes: opts.databaseBytes, intervalMs: opts.progressIntervalMs });
+  const ticker = startDumpProgress({
+    logger, dumpDir: db.dumpDir, databaseBytes: opts.databaseBytes, intervalMs: opts.progressIntervalMs, onFraction: opts.onFraction,
+  });
   try {
     const res = await runTool({
       cmd: cmd.cmd,

@@ -20,7 +20,7 @@ import { Logger } from './log';
 import type { ResumeAction } from './marker';
 import { buildPlan, passwordEnvNames, type DatabasePlan, type MigrationPlan } from './plan';
 import type { DatabasePreflight } from './preflight';
-import { formatBytes } from './progress';
+import { DEFAULT_PROGRESS_INTERVAL_MS, formatBytes, RunProgress, startTicker } from './progress';
 import { finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult, type RunSummary } from './summary';
 import { DatabaseRun, type RecordResult } from './phases/context';
 import { logPlan, printDryRun, printRolePlans } from './phases/dry-run';
@@ -28,7 +28,7 @@ import { migrateDatabase } from './phases/modes';
 import { preflightDatabases } from './phases/preflight';
 import { OnlineCoordinator } from './online/coordinator';
 
-export { streamProgressMessage } from './phases/stream';
+export { streamProgressLine } from './phases/stream';
 
 export interface RunMigrationOptions {
   /** The environment holding the passwords (by the variable names the config gives). */
@@ -51,6 +51,11 @@ export interface RunMigrationOptions {
    * @default false
    */
   readonly resume?: boolean;
+  /**
+   * The run's progress across databases, which the phases tell each database's share done. Set by runMigration
+   * itself for the phases. @default - none
+   */
+  readonly runProgress?: RunProgress;
 }
 
 export async function runMigration(config: RuntimeConfig, options: RunMigrationOptions): Promise<RunSummary> {
@@ -136,21 +141,29 @@ async function migrateDatabases(
     ? new OnlineCoordinator(config, queue.map((d) => d.name), logger.child({ phase: 'replicate' }), cutoverHint(config)) : undefined;
   const workers = online ? queue.length : Math.max(1, Math.min(config.migration.parallelDatabases, queue.length));
   if (workers > 1 && !online) warnSharedDumpVolume(queue, facts, config, workers, logger.child({ phase: 'plan' }));
+  // A line for the whole run while more than one database is left (online mode replicates until the cutover: no end to estimate).
+  const runProgress = !online && queue.length > 1
+    ? new RunProgress(queue.map((d) => ({ name: d.name, bytes: facts.get(d.name)?.sourceSizeBytes }))) : undefined;
+  const runTicker = runProgress
+    && startTicker(logger.child({ phase: 'run' }), options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS, () => runProgress.line());
+  const dbOptions: RunMigrationOptions = runProgress ? { ...options, runProgress } : options;
   let next = 0;
   const worker = async () => {
     while (next < queue.length && !signal?.aborted) {
       const db = queue[next++];
       const runtimeDb = config.databases.find((d) => d.name === db.name)!;
       await migrateDatabase(new DatabaseRun({
-        db, runtimeDb, facts: facts.get(db.name), action: actions.get(db.name)!, config, options,
+        db, runtimeDb, facts: facts.get(db.name), action: actions.get(db.name)!, config, options: dbOptions,
         logger: logger.child({ database: db.name }), record, passwordVars, parallel: workers, online,
       }));
+      runProgress?.finish(db.name);
     }
   };
   await online?.start();
   try {
     await Promise.all(Array.from({ length: workers }, worker));
   } finally {
+    runTicker?.stop();
     online?.stop();
   }
 }

@@ -1,11 +1,14 @@
 /**
- * Progress lines during long phases, so an operator watching `kubectl logs` sees the migration move: for
- * the dump the bytes written to the dump directory against the database size, for the restore the items
- * pg_restore finished against the dump's table of contents.
+ * Progress lines during long phases, so an operator watching `kubectl logs` sees the migration move and how
+ * long it should still take: for the dump the bytes written to the dump directory against the database size,
+ * for the restore the items pg_restore finished against the dump's table of contents, for the whole run the
+ * databases' sizes. Each line gives the current rate and the time left (eta.ts); JSON lines carry the same
+ * figures as numbers.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Logger } from './log';
+import { estimate, RateWindow, type Estimate } from './eta';
+import type { Logger, LogFields } from './log';
 
 /** @default interval of progress lines: 30 seconds */
 export const DEFAULT_PROGRESS_INTERVAL_MS = 30_000;
@@ -70,13 +73,22 @@ export class RestoreProgress {
   get done(): number { return this.total > 0 ? Math.min(this.count, this.total) : this.count; }
 }
 
+/** A progress line: its text, and the figures JSON lines carry as fields. */
+export interface ProgressLine {
+  readonly msg: string;
+  readonly fields?: LogFields;
+}
+
 export interface Ticker { stop(): void }
 
 /**
- * Logs `render()` every `intervalMs` until stopped. A slow render (a big dump directory) never overlaps the
- * next one; a failing render is skipped. The timer does not keep the process alive.
+ * Logs `render()` every `intervalMs` until stopped (nothing when it renders undefined). A slow render (a big dump
+ * directory) never overlaps the next one; a failing render is skipped. The timer does not keep the process alive.
  */
-export function startTicker(logger: Logger, intervalMs: number, render: () => string | Promise<string>): Ticker {
+export function startTicker(
+  logger: Logger, intervalMs: number,
+  render: () => string | ProgressLine | undefined | Promise<string | ProgressLine | undefined>,
+): Ticker {
   let busy = false;
   let stopped = false;
   const timer = setInterval(() => {
@@ -84,7 +96,12 @@ export function startTicker(logger: Logger, intervalMs: number, render: () => st
     busy = true;
     Promise.resolve()
       .then(render)
-      .then((msg) => { if (!stopped) logger.info(msg); })
+      .then((line) => {
+        if (stopped || line === undefined) return;
+        if (typeof line === 'string') logger.info(line);
+        // The text already says it; the fields are for JSON lines.
+        else logger.info(line.msg, logger.format === 'json' ? line.fields : undefined);
+      })
       .catch(() => undefined)
       .finally(() => { busy = false; });
   }, intervalMs);
@@ -92,32 +109,134 @@ export function startTicker(logger: Logger, intervalMs: number, render: () => st
   return { stop() { stopped = true; clearInterval(timer); } };
 }
 
-export function dumpProgressMessage(written: number, databaseBytes: number | undefined, elapsedSeconds: number): string {
-  const of = databaseBytes && databaseBytes > 0
-    ? ` of a ${formatBytes(databaseBytes)} database (${Math.min(100, Math.round((written / databaseBytes) * 100))}%, compressed dumps stay below 100%)`
-    : '';
-  return `dumping: ${formatBytes(written)} written${of}, ${formatDuration(elapsedSeconds)} elapsed`;
+/** "48.2 MiB/s", "3.5 items/s", or that there is no rate yet. */
+export function formatRate(perSecond: number | undefined, unit: 'bytes' | 'items'): string {
+  if (perSecond === undefined) return 'rate not measured yet';
+  return unit === 'bytes' ? `${formatBytes(Math.round(perSecond))}/s` : `${perSecond.toFixed(1)} items/s`;
 }
 
-export function restoreProgressMessage(done: number, total: number, elapsedSeconds: number): string {
-  const pct = total > 0 ? ` (${Math.round((done / total) * 100)}%)` : '';
-  return `restoring: ${done}/${total > 0 ? total : '?'} items${pct}, ${formatDuration(elapsedSeconds)} elapsed`;
+/** "about 47s left", or why the time left is not known. `about` words the estimate ("up to about" for a bound). */
+export function formatTimeLeft(e: Estimate, about = 'about'): string {
+  if (e.etaSeconds !== undefined) return `${about} ${formatDuration(e.etaSeconds)} left`;
+  if (e.total !== undefined && e.perSecond !== undefined && e.done >= e.total) return 'time left unknown (past the estimate)';
+  return 'time left unknown';
 }
 
-/** Ticker for a running dump: measures the dump directory each tick. */
+/** The estimate as JSON fields, numbers or null: `<unit>Done`, `<unit>Total`, `<unit>PerSecond`, percent, etaSeconds. */
+export function estimateFields(e: Estimate, unit: 'bytes' | 'items'): LogFields {
+  const rate = e.perSecond === undefined ? null : unit === 'bytes' ? Math.round(e.perSecond) : Math.round(e.perSecond * 10) / 10;
+  return {
+    [`${unit}Done`]: e.done, [`${unit}Total`]: e.total ?? null, [`${unit}PerSecond`]: rate,
+    percent: e.percent ?? null, etaSeconds: e.etaSeconds ?? null,
+  };
+}
+
+const seconds = (s: number) => Math.round(s * 10) / 10;
+
+/**
+ * `dumping: 1.2 GiB written of a 3.4 GiB database (35%; compressed dumps stay below 100%), 48.2 MiB/s, up to about
+ * 47s left, 1m05s elapsed`. A dump holds no indexes and may be compressed, so it stays below the database's size:
+ * the time left is an upper bound.
+ */
+export function dumpProgressLine(written: number, databaseBytes: number | undefined, perSecond: number | undefined, elapsedSeconds: number): ProgressLine {
+  const e = estimate(written, databaseBytes, perSecond);
+  const of = e.total !== undefined ? ` of a ${formatBytes(databaseBytes!)} database (${e.percent}%; compressed dumps stay below 100%)` : '';
+  return {
+    msg: `dumping: ${formatBytes(written)} written${of}, ${formatRate(e.perSecond, 'bytes')}, ${formatTimeLeft(e, 'up to about')}, `
+      + `${formatDuration(elapsedSeconds)} elapsed`,
+    fields: { ...estimateFields(e, 'bytes'), elapsedSeconds: seconds(elapsedSeconds) },
+  };
+}
+
+/** `restoring: 120/340 items (35%), 4.1 items/s, about 53s left, 1m05s elapsed`. */
+export function restoreProgressLine(done: number, total: number, perSecond: number | undefined, elapsedSeconds: number): ProgressLine {
+  const e = estimate(done, total, perSecond);
+  const pct = e.percent !== undefined ? ` (${e.percent}%)` : '';
+  return {
+    msg: `restoring: ${done}/${total > 0 ? total : '?'} items${pct}, ${formatRate(e.perSecond, 'items')}, ${formatTimeLeft(e)}, `
+      + `${formatDuration(elapsedSeconds)} elapsed`,
+    fields: { ...estimateFields(e, 'items'), elapsedSeconds: seconds(elapsedSeconds) },
+  };
+}
+
+/** Ticker for a running dump: measures the dump directory each tick. `onFraction` gets the share written (0..1). */
 export function startDumpProgress(opts: {
-  logger: Logger; dumpDir: string; databaseBytes?: number; intervalMs?: number;
+  logger: Logger; dumpDir: string; databaseBytes?: number; intervalMs?: number; onFraction?: (fraction: number) => void;
 }): Ticker {
   const started = Date.now();
-  return startTicker(opts.logger, opts.intervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS, async () =>
-    dumpProgressMessage(await directorySize(opts.dumpDir), opts.databaseBytes, (Date.now() - started) / 1000));
+  const rate = new RateWindow();
+  rate.add(0, started);
+  return startTicker(opts.logger, opts.intervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS, async () => {
+    const written = await directorySize(opts.dumpDir);
+    const now = Date.now();
+    rate.add(written, now);
+    if (opts.databaseBytes) opts.onFraction?.(Math.min(1, written / opts.databaseBytes));
+    return dumpProgressLine(written, opts.databaseBytes, rate.perSecond(), (now - started) / 1000);
+  });
 }
 
-/** Ticker for a running restore, fed by the caller with pg_restore's stderr lines. */
+/** Ticker for a running restore, fed by the caller with pg_restore's stderr lines. `onFraction` gets the share of items done. */
 export function startRestoreProgress(opts: {
-  logger: Logger; progress: RestoreProgress; intervalMs?: number;
+  logger: Logger; progress: RestoreProgress; intervalMs?: number; onFraction?: (fraction: number) => void;
 }): Ticker {
   const started = Date.now();
-  return startTicker(opts.logger, opts.intervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS, () =>
-    restoreProgressMessage(opts.progress.done, opts.progress.total, (Date.now() - started) / 1000));
+  const rate = new RateWindow();
+  rate.add(0, started);
+  return startTicker(opts.logger, opts.intervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS, () => {
+    const now = Date.now();
+    const { done, total } = opts.progress;
+    rate.add(done, now);
+    if (total > 0) opts.onFraction?.(Math.min(1, done / total));
+    return restoreProgressLine(done, total, rate.perSecond(), (now - started) / 1000);
+  });
+}
+
+/**
+ * The whole run's progress across databases: each database weighs its size, and reports the share of its work
+ * done (its phases say how: the copy's bytes, the dump's bytes then the restore's items); a finished database
+ * (migrated or not) counts in full.
+ */
+export class RunProgress {
+  private readonly databases = new Map<string, { bytes: number; fraction: number; finished: boolean }>();
+  private readonly rate = new RateWindow();
+  private readonly started: number;
+
+  constructor(databases: readonly { readonly name: string; readonly bytes?: number }[], now = Date.now()) {
+    for (const d of databases) this.databases.set(d.name, { bytes: d.bytes ?? 0, fraction: 0, finished: false });
+    this.started = now;
+    this.rate.add(0, now);
+  }
+
+  /** The share (0..1) of `name`'s work done so far. */
+  update(name: string, fraction: number): void {
+    const d = this.databases.get(name);
+    if (d && !d.finished) d.fraction = Math.max(0, Math.min(1, fraction));
+  }
+
+  /** `name` is done with, whatever its outcome. */
+  finish(name: string): void {
+    const d = this.databases.get(name);
+    if (d) { d.finished = true; d.fraction = 1; }
+  }
+
+  /**
+   * `3/5 databases done; 1.2 GiB of about 3.4 GiB (35%), 48.2 MiB/s, about 47s left, 5m00s elapsed`, or
+   * undefined when at most one database is left (its own lines say it all).
+   */
+  line(now = Date.now()): ProgressLine | undefined {
+    const all = [...this.databases.values()];
+    const done = all.filter((d) => d.finished).length;
+    const bytesTotal = all.reduce((a, d) => a + d.bytes, 0);
+    const bytesDone = Math.round(all.reduce((a, d) => a + d.bytes * d.fraction, 0));
+    this.rate.add(bytesDone, now);
+    if (all.length - done <= 1) return undefined;
+    const e = estimate(bytesDone, bytesTotal, this.rate.perSecond());
+    const elapsedSeconds = (now - this.started) / 1000;
+    const bytes = e.total === undefined ? 'sizes unknown'
+      : `${formatBytes(bytesDone)} of about ${formatBytes(e.total)} (${e.percent}%), ${formatRate(e.perSecond, 'bytes')}, ${formatTimeLeft(e)}`;
+    return {
+      msg: `${done}/${all.length} databases done; ${bytes}, ${formatDuration(elapsedSeconds)} elapsed`,
+      fields: { databasesDone: done, databasesTotal: all.length, ...estimateFields(e, 'bytes'), elapsedSeconds: seconds(elapsedSeconds) },
+    };
+  }
 }

@@ -147,7 +147,7 @@ export async function restoreDatabase(db: DatabasePlan, opts: PhaseRunOptions & 
   const cmd = opts.cleanFirst ? db.restoreRetry : db.restore;
   logger.debug(`running ${formatCommand(cmd)}`);
   const progress = new RestoreProgress(totalItems);
-  const ticker = startRestoreProgress({ logger, progress, intervalMs: opts.progressIntervalMs });
+  const ticker = startRestoreProgress({ logger, progress, intervalMs: opts.progressIntervalMs, onFraction: opts.onFraction });
   try {
     await runTool({
       cmd: cmd.cmd,

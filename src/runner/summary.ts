@@ -31,6 +31,11 @@ export interface DatabaseResult {
   bytesCopied?: number;
   /** Stream mode: rows copied. */
   rowsCopied?: number;
+  /**
+   * Average rate of the moving phases, bytes per second: stream mode the COPY bytes over the copy's seconds; dump
+   * mode the dump's bytes over the dump's and the restore's seconds (filled in by finishSummary). @default - not known
+   */
+  bytesPerSecond?: number;
   rowsVerified?: number;
   /** Objects of the source's inventory (tables, columns, indexes, constraints, ...) compared by verify. */
   objectsVerified?: number;
@@ -108,7 +113,7 @@ export function finishSummary(
     startedAt: base.startedAt.toISOString(),
     finishedAt: finished.toISOString(),
     durationSeconds: Math.round((finished.getTime() - base.startedAt.getTime()) / 100) / 10,
-    databases,
+    databases: databases.map(withAverageRate),
     totals: computeTotals(databases),
     ...(pauses.length ? { writePauseSeconds: Math.max(...pauses) } : {}),
   };
@@ -116,13 +121,21 @@ export function finishSummary(
 
 const secs = (s: number | undefined) => (s === undefined ? '-' : formatDuration(s));
 
+/** Dump mode's average rate: the dump's bytes through the dumps volume, over the dump's and the restore's time. */
+function withAverageRate(d: DatabaseResult): DatabaseResult {
+  if (d.bytesPerSecond !== undefined || d.dumpBytes === undefined || d.dumpSeconds === undefined || d.restoreSeconds === undefined) return d;
+  const seconds = d.dumpSeconds + d.restoreSeconds;
+  return seconds > 0 ? { ...d, bytesPerSecond: Math.round(d.dumpBytes / seconds) } : d;
+}
+
 /** A fixed-width table, one row per database, then the totals. */
 export function formatSummaryTable(s: RunSummary): string {
   // Stream columns only when a database streamed: a dump-mode table stays as it was.
   const streamed = s.databases.some((d) => d.streamSeconds !== undefined || d.bytesCopied !== undefined);
   const online = s.databases.some((d) => d.writePauseSeconds !== undefined || d.catchUpSeconds !== undefined);
+  const rated = s.databases.some((d) => d.bytesPerSecond !== undefined);
   const header = ['database', 'status', 'phase', 'size', 'dump', 'restore', ...(streamed ? ['stream', 'copied'] : []),
-    ...(online ? ['catch-up', 'write pause'] : []), 'verify', 'tables', 'rows verified'];
+    ...(online ? ['catch-up', 'write pause'] : []), 'verify', 'tables', 'rows verified', ...(rated ? ['rate'] : [])];
   const rows = s.databases.map((d) => [
     d.name,
     d.status,
@@ -135,6 +148,7 @@ export function formatSummaryTable(s: RunSummary): string {
     secs(d.verifySeconds),
     d.tables === undefined ? '-' : String(d.tables),
     d.rowsVerified === undefined ? '-' : String(d.rowsVerified),
+    ...(rated ? [d.bytesPerSecond === undefined ? '-' : `${formatBytes(d.bytesPerSecond)}/s`] : []),
   ]);
   const width = header.map((h, i) => Math.max([...h].length, ...rows.map((r) => [...r[i]].length)));
   const line = (cells: string[]) => cells.map((c, i) => c + ' '.repeat(width[i] - [...c].length)).join('  ').trimEnd();

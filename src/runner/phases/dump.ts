@@ -22,7 +22,11 @@ export async function dumpPhase(run: DatabaseRun): Promise<void> {
   const [dump, dumpSeconds] = await run.timed('dump', () => withRetry(
     async () => {
       await run.readIdentity('dump');
-      const dumpOpts = { ...run.phaseOptions('dump'), timeoutMs: m.timeouts.dump * 1000, databaseBytes: run.facts?.sourceSizeBytes };
+      const dumpOpts = {
+        ...run.phaseOptions('dump'), timeoutMs: m.timeouts.dump * 1000, databaseBytes: run.facts?.sourceSizeBytes,
+        // The run's progress: the dump is the first half of the database's work, the restore the second.
+        onFraction: (f: number) => run.options.runProgress?.update(db.name, f / 2),
+      };
       if (!db.dumpInSnapshot) return dumpDatabase(db, dumpOpts);
       const res = await dumpWithSourceFacts(db, run.runtimeDb, run.config, dumpOpts);
       run.sourceChecksums = res.checksums;

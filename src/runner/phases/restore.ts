@@ -16,7 +16,10 @@ export async function restorePhase(run: DatabaseRun): Promise<void> {
     // Before the first statement of the restore: from here on a re-run recognizes a half-restore as ours.
     await run.mark('restoring', restoreLog);
     const cleanFirst = run.startWriteAttempt();
-    return restoreDatabase(run.db, { ...run.phaseOptions('restore'), timeoutMs: m.timeouts.restore * 1000, cleanFirst });
+    return restoreDatabase(run.db, {
+      ...run.phaseOptions('restore'), timeoutMs: m.timeouts.restore * 1000, cleanFirst,
+      onFraction: (f) => run.options.runProgress?.update(run.db.name, 0.5 + f / 2), // the second half (dumpPhase)
+    });
   }, { ...run.retry, phase: 'restore', logger: restoreLog, beforeRetry: run.beforeRetry }));
   run.record({ restoreSeconds });
   restoreLog.ok(`restored in ${formatDuration(restoreSeconds)} (${restored.totalItems} items in the dump${run.writeRuns > 1 ? `, ${run.writeRuns} attempts` : ''})`);

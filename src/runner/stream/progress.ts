@@ -9,6 +9,8 @@ export class ProgressTracker {
   tablesDone = 0;
   tablesTotal = 0;
   bytesCopied = 0;
+  /** The copy's expected bytes (StreamProgress.bytesExpected), set once the catalog is read. */
+  bytesExpected = 0;
   rowsCopied = 0;
   private lastReport = 0;
 
@@ -34,8 +36,8 @@ export class ProgressTracker {
   }
 
   snapshot(): StreamProgress {
-    const { phase, tablesDone, tablesTotal, bytesCopied, rowsCopied } = this;
-    return { phase, tablesDone, tablesTotal, bytesCopied, rowsCopied };
+    const { phase, tablesDone, tablesTotal, bytesCopied, bytesExpected, rowsCopied } = this;
+    return { phase, tablesDone, tablesTotal, bytesCopied, bytesExpected, rowsCopied };
   }
 
   private report(): void {

@@ -95,6 +95,7 @@ export async function streamDatabase(db: RuntimeDatabase, config: RuntimeConfig,
     const catalog = await readSourceCatalog(snapshot.client, toc, { serverVersionNum: snapshot.serverVersionNum, dumpExtraArgs: m.dump.extraArgs });
     await snapshot.lockTables(catalog.tables, m.dump.lockWaitTimeoutSeconds);
     progress.tablesTotal = catalog.tables.length;
+    progress.bytesExpected = sum(catalog.tables.map((t) => t.bytes));
     // The caller's work in the snapshot (e.g. source checksums) runs alongside the copy; the snapshot is held
     // until it settles, and its failure stops the stream.
     if (opts.onSnapshot) {

@@ -11,6 +11,11 @@ export interface StreamProgress {
   readonly tablesTotal: number;
   /** COPY payload bytes received from the source so far. */
   readonly bytesCopied: number;
+  /**
+   * The bytes the copy is expected to move: the copied tables' on-disk sizes once the catalog is read (an
+   * estimate: COPY's payload is not the on-disk size, and large objects' size is not known). @default 0 - not known yet
+   */
+  readonly bytesExpected: number;
   /** Rows of finished tables (COPY FROM's row count). */
   readonly rowsCopied: number;
 }
