@@ -19,6 +19,13 @@ export function crossFieldIssues(raw: unknown): CrossIssue[] {
   if (isObj(raw.job) && raw.job.backoffLimitPerIndex !== undefined && raw.job.parallelism === undefined) {
     jobIssues.push({ path: ['job', 'backoffLimitPerIndex'], message: 'needs job.parallelism (per-index retries exist only for an Indexed Job)' });
   }
+  if (isObj(raw.job) && raw.job.parallelism !== undefined && isObj(raw.migration) && raw.migration.mode === 'online') {
+    jobIssues.push({
+      path: ['job', 'parallelism'],
+      message: 'cannot be used with migration.mode: online (one pod replicates every database and cuts them over together; '
+        + '`kubectl exec job/NAME` reaches one pod only): remove it, and use migration.parallelDatabases for parallel copies',
+    });
+  }
   if (!Array.isArray(raw.databases)) return jobIssues;
   const issues: CrossIssue[] = [...jobIssues];
   const defaults = isObj(raw.defaults) ? raw.defaults : {};
