@@ -43,11 +43,17 @@ export interface OnlineSettings {
   readonly clients: number;
   /** Seconds the runner stays ready (replicating under the load) before the harness requests the cutover. */
   readonly holdSeconds: number;
+  /** public.pgbench_history: replicated with REPLICA IDENTITY FULL, or excluded and copied inside the pause. */
+  readonly keyless: KeylessAction;
   /** The runner's control directory (`<work-dir>/logs/online`), where the cutover is requested. */
   readonly controlDir: string;
   /** The runner's log, one JSON object a line (logFormat: json), for the cutover's timeline. */
   readonly logFile: string;
 }
+
+/** What the online contender does with pgbench_history, the one table without a primary key. */
+export const KEYLESS_ACTIONS = ['replicaIdentityFull', 'exclude'] as const;
+export type KeylessAction = (typeof KEYLESS_ACTIONS)[number];
 
 export const CONTENDER_IDS = [
   'seed', 'tuned', 'pipe', 'runner-dump', 'runner-dump-noverify', 'runner-stream', 'runner-stream-noverify', 'online',
@@ -71,7 +77,11 @@ export interface ContenderContext {
   readonly repoRoot: string;
   readonly timeoutSeconds: number;
   /** The online contender's load and cutover (--online-rate, --online-clients, --online-hold, --online-verify). */
-  readonly online: Omit<OnlineSettings, 'controlDir' | 'logFile'> & { readonly verify: 'counts' | 'checksums' };
+  readonly online: Omit<OnlineSettings, 'controlDir' | 'logFile'> & {
+    readonly verify: 'counts' | 'checksums';
+    /** migration.online.tablesWithoutKey for public.pgbench_history (--online-keyless). */
+    readonly keyless: KeylessAction;
+  };
 }
 
 const conn = (s: PgServer) => ['-h', s.host, '-p', String(s.port), '-U', s.superuser];
@@ -127,8 +137,9 @@ function runnerContender(
         online: {
           cutover: 'manual',
           waitSeconds: t,
-          // pgbench_history has no primary key: not replicated, copied (truncate + COPY) inside the write pause.
-          tablesWithoutKey: { 'public.pgbench_history': 'exclude' },
+          // pgbench_history has no primary key. replicaIdentityFull (the default; the harness sets REPLICA IDENTITY FULL
+          // on the source first): replicated like the others. exclude: not replicated, copied (truncate + COPY) inside the pause.
+          tablesWithoutKey: { 'public.pgbench_history': ctx.online.keyless },
         },
       } : {}),
     },
@@ -140,14 +151,14 @@ function runnerContender(
   const bin = join(ctx.repoRoot, 'bin', 'db-migration.js');
   const args = [bin, 'migrate', '--spec', specFile, '--secrets', ctx.secretsFile, '--work-dir', workDir, '--bin-dir', ctx.binDir];
   const label = mode === 'online'
-    ? `runner online (verify: ${verify}; pgbench -R ${ctx.online.rate} -c ${ctx.online.clients})`
+    ? `runner online (verify: ${verify}; pgbench -R ${ctx.online.rate} -c ${ctx.online.clients}; pgbench_history: ${ctx.online.keyless})`
     : `runner ${mode} (verify: ${verify})`;
   return {
     id, label, kind: 'runner', mode, verify, workDir,
     dumpDir: join(workDir, 'dumps'),
     ...(mode === 'online' ? {
       online: {
-        rate: ctx.online.rate, clients: ctx.online.clients, holdSeconds: ctx.online.holdSeconds,
+        rate: ctx.online.rate, clients: ctx.online.clients, holdSeconds: ctx.online.holdSeconds, keyless: ctx.online.keyless,
         controlDir: join(workDir, 'logs', 'online'), logFile: join(workDir, 'logs', 'migration.log'),
       },
     } : {}),

@@ -11,7 +11,7 @@ import { escapeIdentifier } from 'pg';
 import { requestCutover } from '../src/runner/online/control';
 import { startPgbench, type PgbenchLoad } from '../test/support/pgbench-load';
 import type { PgServer } from '../test/support/pg-server';
-import type { OnlineSettings } from './contenders';
+import type { KeylessAction, OnlineSettings } from './contenders';
 import { withClient } from './datasets';
 import { peakInWindow, type TreeMemory } from './measure';
 
@@ -37,6 +37,8 @@ export interface OnlineResult {
   readonly catchUpSeconds?: number;
   /** Seconds the harness let the runner replicate once ready, before requesting the cutover. */
   readonly holdSeconds: number;
+  /** What was done with pgbench_history (no primary key): replicated (replicaIdentityFull) or copied inside the pause. */
+  readonly keyless: KeylessAction;
   /** The runner's summary: fence to verified. */
   readonly writePauseSeconds?: number;
   readonly pauseSteps: PauseSteps;
@@ -76,9 +78,15 @@ export class OnlineLoad {
   constructor(private readonly source: PgServer, private readonly database: string, private readonly binDir: string,
     private readonly settings: OnlineSettings) {}
 
-  /** Makes the source writable again (a fence from an earlier run), starts pgbench and lets it settle for `settleMs`. */
+  /**
+   * Makes the source writable again (a fence from an earlier run), gives pgbench_history the replica identity the
+   * runner is told it has (FULL for replicaIdentityFull, DEFAULT, i.e. none, for exclude), starts pgbench and lets it
+   * settle for `settleMs`.
+   */
   async start(settleMs: number): Promise<void> {
     await unfence(this.source, this.database);
+    await withClient(this.source, this.database, (c) => c.query(
+      `ALTER TABLE public.pgbench_history REPLICA IDENTITY ${this.settings.keyless === 'replicaIdentityFull' ? 'FULL' : 'DEFAULT'}`));
     this.startedMs = Date.now();
     this.load = startPgbench(this.source, this.database, this.binDir, { rate: this.settings.rate, clients: this.settings.clients });
     this.load.process.once('close', () => { this.endedMs = Date.now(); });
@@ -185,6 +193,7 @@ export async function onlineResult(opts: {
     copySeconds: num(opts.summaryDb?.streamSeconds),
     catchUpSeconds: num(opts.summaryDb?.catchUpSeconds),
     holdSeconds: opts.settings.holdSeconds,
+    keyless: opts.settings.keyless,
     writePauseSeconds: num(opts.summaryDb?.writePauseSeconds),
     pauseSteps: {
       fence: span(pauseStart, fenced),

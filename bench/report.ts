@@ -167,8 +167,10 @@ export function notes(datasets: readonly DatasetInfo[], jobs: number, results: r
     const o = r.online!;
     return `- ${r.dataset} / online: source wal_level=logical; pgbench -R ${o.load.rate} -c ${o.load.clients} from 3 s before the runner until the fence `
       + `(${o.load.endedByFence ? 'ended by the fence' : 'NOT ended by the fence'}); cutover: manual, requested ${o.holdSeconds} s after "ready"; `
-      + 'public.pgbench_history (no primary key) is tablesWithoutKey: exclude, so it is truncated and copied inside the pause '
-      + `(${o.rowsCopiedInsidePause ?? '?'} rows); full verification before the fence took ${fmt(o.verifyBeforeFenceSeconds)} s (not in the pause). `
+      + (o.keyless === 'exclude'
+        ? `public.pgbench_history (no primary key) is tablesWithoutKey: exclude, so it is truncated and copied inside the pause (${o.rowsCopiedInsidePause ?? '?'} rows); `
+        : 'public.pgbench_history (no primary key) has REPLICA IDENTITY FULL on the source and tablesWithoutKey: replicaIdentityFull, so it is replicated; ')
+      + `full verification before the fence took ${fmt(o.verifyBeforeFenceSeconds)} s (not in the pause). `
       + 'Write pause = fence to verified (the runner\'s writePauseSeconds); its steps are the gaps between the runner\'s log lines. '
       + 'RSS copy / catch-up: largest VmRSS of the runner process sampled every 75 ms during the initial copy, and from its end to the fence; peak: VmHWM.';
   });

@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPgServer, type PgServer } from '../test/support/pg-server';
 import {
-  buildContender, CONTENDER_IDS, PGBENCH_ONLY, RUNNER_SCRIPT, writePassFile, writeSecretsFile, type Contender, type ContenderContext, type ContenderId,
+  buildContender, CONTENDER_IDS, KEYLESS_ACTIONS, type KeylessAction, PGBENCH_ONLY, RUNNER_SCRIPT, writePassFile, writeSecretsFile, type Contender, type ContenderContext, type ContenderId,
 } from './contenders';
 import { checkDestination, generateManyTables, generatePgbench, recreateDatabase, type DatasetInfo } from './datasets';
 import { DirPeak, firstErrorLine, killGroup, runnerNodeProcess, runningGroups, runStep, type TreeMemory } from './measure';
@@ -36,6 +36,8 @@ const USAGE = `npm run bench -- [options]
   --online-clients N online: pgbench -c (default 2)
   --online-hold S    online: seconds the runner replicates under the load once ready, before the cutover is requested (default 10)
   --online-verify V  online: counts or checksums (default counts)
+  --online-keyless A online: pgbench_history (no primary key): replicaIdentityFull (REPLICA IDENTITY FULL set on the source,
+                     replicated) or exclude (copied inside the write pause) (default replicaIdentityFull)
   --bin-dir DIR      PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
   --results-dir DIR  where the JSON goes (default bench/results)
   --keep             keep the temporary directory (outputs of every contender) and print its path
@@ -83,6 +85,7 @@ function parseOptions(argv: string[]): Options | undefined {
         datasets: { type: 'string' }, contenders: { type: 'string' }, 'bin-dir': { type: 'string' },
         'results-dir': { type: 'string' }, keep: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
         'online-rate': { type: 'string' }, 'online-clients': { type: 'string' }, 'online-hold': { type: 'string' }, 'online-verify': { type: 'string' },
+        'online-keyless': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -105,6 +108,8 @@ function parseOptions(argv: string[]): Options | undefined {
   const scale = int('scale', values.scale, 20, 1, 10_000);
   const onlineVerify = values['online-verify'] ?? 'counts';
   if (onlineVerify !== 'counts' && onlineVerify !== 'checksums') throw new UsageError(`--online-verify must be counts or checksums (got "${onlineVerify}")`);
+  const keyless = values['online-keyless'] ?? 'replicaIdentityFull';
+  if (!KEYLESS_ACTIONS.includes(keyless as KeylessAction)) throw new UsageError(`--online-keyless must be ${KEYLESS_ACTIONS.join(' or ')} (got "${keyless}")`);
   return {
     scale,
     tables: int('tables', values.tables, 200, 3, 2000),
@@ -121,6 +126,7 @@ function parseOptions(argv: string[]): Options | undefined {
       clients: int('online-clients', values['online-clients'], 2, 1, 50),
       holdSeconds: int('online-hold', values['online-hold'], 10, 0, 3600),
       verify: onlineVerify,
+      keyless: keyless as KeylessAction,
     },
   };
 }
