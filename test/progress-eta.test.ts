@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { estimate, RateWindow } from '../src/runner/eta';
 import { runMigration } from '../src/runner/migrate';
 import { streamProgressLine } from '../src/runner/phases/stream';
-import { dumpProgressLine, restoreProgressLine, RunProgress } from '../src/runner/progress';
+import { dumpProgressLine, parseTableDataEntry, RestoreProgress, restoreProgressLine, RunProgress } from '../src/runner/progress';
 import { finishSummary, formatSummaryTable } from '../src/runner/summary';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { captureOutput, createAppRoles, createRealisticDatabase } from './support/runner-helpers';
@@ -84,6 +84,35 @@ describe('progress lines', () => {
     expect(line.msg).toBe('restoring: 120/340 items (35%), 4.1 items/s, about 54s left, 1m05s elapsed');
     expect(line.fields).toEqual({ itemsDone: 120, itemsTotal: 340, itemsPerSecond: 4.1, percent: 35, etaSeconds: 54, elapsedSeconds: 65 });
     expect(restoreProgressLine(3, 0, undefined, 1).msg).toBe('restoring: 3/? items, rate not measured yet, time left unknown, 1s elapsed');
+  });
+
+  it('restore: bytes of the dump\'s data files while the tables load, then the items left', () => {
+    const loading = restoreProgressLine(40, 340, 4.1, 65, { done: GiB, total: 4 * GiB, perSecond: 100 * MiB });
+    expect(loading.msg).toBe('restoring: 1.0 GiB of 4.0 GiB table data (25%), 100.0 MiB/s, about 31s left for the data; 40/340 items, 1m05s elapsed');
+    expect(loading.fields).toEqual({ bytesDone: GiB, bytesTotal: 4 * GiB, bytesPerSecond: 100 * MiB, percent: 25, etaSeconds: 31, itemsDone: 40, itemsTotal: 340, elapsedSeconds: 65 });
+    const building = restoreProgressLine(300, 340, 4, 90, { done: 4 * GiB, total: 4 * GiB, perSecond: 0 });
+    expect(building.msg).toBe('restoring: table data loaded (4.0 GiB); indexes and constraints: 300/340 items (88%), 4.0 items/s, about 10s left, 1m30s elapsed');
+  });
+
+  it('restore: a parallel pg_restore says when each table\'s data is finished; a serial one, when the next item starts', () => {
+    const entries = [{ id: 3343, table: 'public.t1', bytes: 1000 }, { id: 3344, table: 'public.t2', bytes: 500 }];
+    expect(parseTableDataEntry('3343; 0 16386 TABLE DATA public t1 postgres')).toEqual({ id: 3343, table: 'public.t1' });
+    expect(parseTableDataEntry('3200; 1259 16392 INDEX public t1_g_idx postgres')).toBeUndefined();
+    const parallel = new RestoreProgress(5, entries, true);
+    expect(parallel.bytesTotal).toBe(1500);
+    parallel.onStderrLine('pg_restore: processing data for table "public.t1"');
+    parallel.onStderrLine('pg_restore: processing data for table "public.t2"');
+    parallel.onStderrLine('pg_restore: finished item 3344 TABLE DATA t2');
+    expect(parallel.bytesDone).toBe(500);
+    parallel.onStderrLine('pg_restore: finished item 3343 TABLE DATA t1');
+    expect(parallel.bytesDone).toBe(1500);
+    const serial = new RestoreProgress(5, entries);
+    serial.onStderrLine('pg_restore: processing data for table "public.t1"');
+    expect(serial.bytesDone).toBe(0);
+    serial.onStderrLine('pg_restore: processing data for table "public.t2"');
+    expect(serial.bytesDone).toBe(1000);
+    serial.complete();
+    expect(serial.bytesDone).toBe(1500);
   });
 
   it('the run: databases done, their sizes weighted by each one\'s share done; nothing once one database is left', () => {
@@ -211,8 +240,14 @@ describe('progress lines of a run (JSON)', () => {
     for (const l of dumping) expect(l.bytesTotal).toBeGreaterThan(10 * MiB); // the database's size from pre-flight
     const restoring = of('eta', 'restore', 'restoring:');
     expect(restoring.length).toBeGreaterThan(0);
-    expectProgressFields(restoring, 'items');
+    // while the table data loads: bytes of the dump's data files; then the indexes and constraints, in items
+    const loading = restoring.filter((l) => l.bytesPerSecond !== undefined);
+    const building = restoring.filter((l) => l.bytesPerSecond === undefined);
+    expectProgressFields(loading, 'bytes');
+    expectProgressFields(building, 'items');
     for (const l of restoring) expect(l.itemsTotal).toBeGreaterThan(10);
+    for (const l of loading) expect(l.bytesTotal).toBeGreaterThan(MiB);
+    expect(loading.length + building.length).toBe(restoring.length);
 
     const run = lines.filter((l) => l.phase === 'run' && l.database === undefined);
     expect(run.length).toBeGreaterThan(0);

@@ -7,6 +7,8 @@
  * --clean --if-exists (which drops exactly the dump's objects). A destination that held data before the
  * run is never touched beyond what restore.clean asked for.
  */
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Client } from 'pg';
 import type { ResolvedEndpoint } from '../spec/runtime-config';
 import { connect, connectFirstAvailable, MAINTENANCE_DATABASES, sqlstate } from './connection';
@@ -16,7 +18,7 @@ import type { PhaseRunOptions } from './dump';
 import { commandEnv, formatCommand, type DatabasePlan } from './plan';
 import { analyzeTables, analyzeTargets } from './analyze';
 import { readDestinationState, writeMarker, type MigrationMarker } from './marker';
-import { countTocEntries, RestoreProgress, startRestoreProgress } from './progress';
+import { countTocEntries, parseTableDataEntry, RestoreProgress, startRestoreProgress, type TableDataEntry } from './progress';
 
 /** Maintenance databases tried, in order, for CREATE / DROP DATABASE. */
 
@@ -133,6 +135,7 @@ export async function restoreDatabase(db: DatabasePlan, opts: PhaseRunOptions & 
   const { logger } = opts;
   const started = Date.now();
   let totalItems = 0;
+  const dataEntries: Array<{ id: number; table: string }> = [];
   await runTool({
     cmd: db.list.cmd,
     args: db.list.args,
@@ -141,12 +144,17 @@ export async function restoreDatabase(db: DatabasePlan, opts: PhaseRunOptions & 
     signal: opts.signal,
     phase: 'restore',
     secrets: logger.secrets,
-    onStdoutLine: (line) => { totalItems += countTocEntries([line]); }, // counted as it streams, not kept
+    onStdoutLine: (line) => { // counted as it streams, not kept
+      totalItems += countTocEntries([line]);
+      const data = parseTableDataEntry(line);
+      if (data) dataEntries.push(data);
+    },
   });
 
   const cmd = opts.cleanFirst ? db.restoreRetry : db.restore;
   logger.debug(`running ${formatCommand(cmd)}`);
-  const progress = new RestoreProgress(totalItems);
+  const parallel = cmd.args.some((a) => /^--jobs=([2-9]|\d{2,})/.test(a));
+  const progress = new RestoreProgress(totalItems, await dataFileSizes(db.dumpDir, dataEntries), parallel);
   const ticker = startRestoreProgress({ logger, progress, intervalMs: opts.progressIntervalMs, onFraction: opts.onFraction });
   try {
     await runTool({
@@ -160,10 +168,27 @@ export async function restoreDatabase(db: DatabasePlan, opts: PhaseRunOptions & 
       onStderrLine: (line) => { progress.onStderrLine(line); logger.debug(line); },
       onStdoutLine: (line) => logger.debug(line),
     });
+    progress.complete();
   } finally {
     ticker.stop();
   }
   return { seconds: (Date.now() - started) / 1000, items: progress.done, totalItems };
+}
+
+/** The size of each TABLE DATA entry's file in a directory dump (`<id>.dat`, compressed `<id>.dat.gz` and so on). */
+async function dataFileSizes(dumpDir: string, entries: readonly { id: number; table: string }[]): Promise<TableDataEntry[]> {
+  const files = await readdir(dumpDir).catch(() => [] as string[]);
+  const byId = new Map<number, string>();
+  for (const f of files) {
+    const m = /^(\d+)\.dat(\.\w+)?$/.exec(f);
+    if (m) byId.set(Number(m[1]), f);
+  }
+  const out: TableDataEntry[] = [];
+  for (const e of entries) {
+    const f = byId.get(e.id);
+    if (f) out.push({ ...e, bytes: (await stat(join(dumpDir, f))).size });
+  }
+  return out;
 }
 
 /**
