@@ -56,7 +56,7 @@ export const KEYLESS_ACTIONS = ['replicaIdentityFull', 'exclude'] as const;
 export type KeylessAction = (typeof KEYLESS_ACTIONS)[number];
 
 export const CONTENDER_IDS = [
-  'seed', 'tuned', 'pipe', 'runner-dump', 'runner-dump-noverify', 'runner-stream', 'runner-stream-noverify', 'online',
+  'seed', 'tuned', 'pipe', 'runner-dump', 'runner-dump-noverify', 'runner-stream', 'runner-stream-noverify', 'runner-stream-split', 'online',
 ] as const;
 /** Contenders that run only on the pgbench dataset (their write load is pgbench's own script). */
 export const PGBENCH_ONLY: readonly ContenderId[] = ['online'];
@@ -76,6 +76,8 @@ export interface ContenderContext {
   readonly secretsFile: string;
   readonly repoRoot: string;
   readonly timeoutSeconds: number;
+  /** runner-stream-split's migration.copy.splitTablesLargerThan (a quantity). */
+  readonly splitLargerThan: string;
   /** The online contender's load and cutover (--online-rate, --online-clients, --online-hold, --online-verify). */
   readonly online: Omit<OnlineSettings, 'controlDir' | 'logFile'> & {
     readonly verify: 'counts' | 'checksums';
@@ -111,7 +113,7 @@ const RUNNER_SCRIPT = `/${RUNNER_LOADER_FILE}`;
 export { RUNNER_SCRIPT };
 
 function runnerContender(
-  ctx: ContenderContext, id: ContenderId, mode: 'dump' | 'stream' | 'online', verify: 'counts' | 'checksums' | 'none',
+  ctx: ContenderContext, id: ContenderId, mode: 'dump' | 'stream' | 'online', verify: 'counts' | 'checksums' | 'none', split?: string,
 ): Contender {
   const workDir = join(ctx.dir, 'work');
   const specFile = join(ctx.dir, 'spec.yaml');
@@ -127,7 +129,7 @@ function runnerContender(
       verify,
       dump: { jobs: ctx.jobs },
       restore: { jobs: ctx.jobs },
-      copy: { jobs: ctx.jobs },
+      copy: { jobs: ctx.jobs, ...(split ? { splitTablesLargerThan: split } : {}) },
       // A benchmark measures one attempt: a failure must show, not be retried.
       retries: { attempts: 1, delaySeconds: 0 },
       timeouts: { connect: 10, dump: t, restore: t, verify: t },
@@ -152,7 +154,7 @@ function runnerContender(
   const args = [bin, 'migrate', '--spec', specFile, '--secrets', ctx.secretsFile, '--work-dir', workDir, '--bin-dir', ctx.binDir];
   const label = mode === 'online'
     ? `runner online (verify: ${verify}; pgbench -R ${ctx.online.rate} -c ${ctx.online.clients}; pgbench_history: ${ctx.online.keyless})`
-    : `runner ${mode} (verify: ${verify})`;
+    : `runner ${mode} (verify: ${verify}${split ? `; split tables > ${split}` : ''})`;
   return {
     id, label, kind: 'runner', mode, verify, workDir,
     dumpDir: join(workDir, 'dumps'),
@@ -208,6 +210,7 @@ export function buildContender(id: ContenderId, ctx: ContenderContext): Contende
     case 'runner-dump-noverify': return runnerContender(ctx, id, 'dump', 'none');
     case 'runner-stream': return runnerContender(ctx, id, 'stream', 'counts');
     case 'runner-stream-noverify': return runnerContender(ctx, id, 'stream', 'none');
+    case 'runner-stream-split': return runnerContender(ctx, id, 'stream', 'counts', ctx.splitLargerThan);
     case 'online': return runnerContender(ctx, id, 'online', ctx.online.verify);
   }
 }

@@ -24,6 +24,10 @@ export interface DatasetInfo {
   /** The largest table (by total relation size) and its exact row count: the cheap correctness check. */
   readonly largestTable: string;
   readonly largestRows: number;
+  /** pg_table_size of the largest table (what migration.copy.splitTablesLargerThan compares). */
+  readonly largestTableBytes: number;
+  /** Its share of the database's user tables' total relation size (indexes and TOAST included), 0-1. */
+  readonly largestShare: number;
 }
 
 export async function withClient<T>(server: PgServer, database: string, work: (c: Client) => Promise<T>): Promise<T> {
@@ -52,18 +56,27 @@ export interface TableFacts {
   readonly largestRows: number;
 }
 
+interface SourceFacts extends TableFacts {
+  readonly largestTableBytes: number;
+  readonly largestShare: number;
+}
+
 /** User tables and the largest one with its exact row count. */
-export async function tableFacts(server: PgServer, database: string): Promise<TableFacts> {
+export async function tableFacts(server: PgServer, database: string): Promise<SourceFacts> {
   return withClient(server, database, async (c) => {
-    const { rows } = await c.query<{ name: string; n: string }>(`
-      SELECT format('%I.%I', n.nspname, r.relname) AS name, count(*) OVER () AS n
+    const { rows } = await c.query<{ name: string; n: string; bytes: string; share: number }>(`
+      SELECT format('%I.%I', n.nspname, r.relname) AS name, count(*) OVER () AS n, pg_table_size(r.oid) AS bytes,
+             pg_total_relation_size(r.oid)::float8 / nullif(sum(pg_total_relation_size(r.oid)) OVER (), 0) AS share
         FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
        WHERE r.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
        ORDER BY pg_total_relation_size(r.oid) DESC, 1 LIMIT 1`);
     if (rows.length === 0) throw new Error(`database ${database} has no tables`);
     const largestTable = rows[0].name;
     const count = await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${largestTable}`);
-    return { tables: Number(rows[0].n), largestTable, largestRows: Number(count.rows[0].n) };
+    return {
+      tables: Number(rows[0].n), largestTable, largestRows: Number(count.rows[0].n),
+      largestTableBytes: Number(rows[0].bytes), largestShare: Number(rows[0].share),
+    };
   });
 }
 
@@ -189,4 +202,46 @@ export async function generateManyTables(
   return describe(server, 'tables', database,
     `${opts.tables} tables + dims: ${large.length} × ${large[0]?.rows ?? 0} rows, ${medium.length} × ${medium[0]?.rows ?? 0} rows, `
     + `${plan.length - large.length - medium.length} small (0-300 rows); PKs, FKs, indexes`, started);
+}
+
+/**
+ * lopsided: one table with most of the bytes, as many production databases have (an events or audit log), and a
+ * handful of small ones. `events`: SCALE × 50 000 rows, bigint identity primary key, a foreign key to `users`, a
+ * timestamptz, a short text and a jsonb payload of about 250 bytes (too small for TOAST), one secondary index.
+ */
+export async function generateLopsided(server: PgServer, opts: { scale: number; timeoutMs: number }): Promise<DatasetInfo> {
+  const database = 'bench_lopsided';
+  const started = process.hrtime.bigint();
+  await recreateDatabase(server, database);
+  const events = opts.scale * 50_000;
+  await withClient(server, database, async (c) => {
+    await c.query(`SET statement_timeout = ${Math.round(opts.timeoutMs)}`);
+    await c.query(`CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, created_at timestamptz NOT NULL, plan text)`);
+    await c.query(`INSERT INTO users SELECT g, 'user' || g || '@example.com', timestamptz '2023-01-01' + g * interval '1 minute',
+                     (ARRAY['free', 'pro', 'team'])[1 + g % 3] FROM generate_series(1, 10000) g`);
+    await c.query(`CREATE TABLE event_kinds (id smallint PRIMARY KEY, name text NOT NULL UNIQUE)`);
+    await c.query(`INSERT INTO event_kinds SELECT g, 'kind_' || g FROM generate_series(1, 20) g`);
+    await c.query(`CREATE TABLE sessions (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users, started_at timestamptz NOT NULL, agent text)`);
+    await c.query(`INSERT INTO sessions SELECT g, 1 + g % 10000, timestamptz '2024-01-01' + g * interval '7 seconds', 'agent/' || (g % 50)
+                     FROM generate_series(1, 30000) g`);
+    await c.query(`CREATE TABLE settings (key text PRIMARY KEY, value text)`);
+    await c.query(`INSERT INTO settings SELECT 'key' || g, md5(g::text) FROM generate_series(1, 100) g`);
+    await c.query(`CREATE TABLE invoices (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users, amount numeric(12,2), issued_on date)`);
+    await c.query(`INSERT INTO invoices SELECT g, 1 + g % 10000, (g % 100000) / 100.0, date '2024-01-01' + g % 365 FROM generate_series(1, 20000) g`);
+    await c.query(`CREATE TABLE events (
+      id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, user_id bigint NOT NULL, kind smallint NOT NULL,
+      created_at timestamptz NOT NULL, source text, payload jsonb NOT NULL)`);
+    await c.query(`INSERT INTO events (id, user_id, kind, created_at, source, payload)
+      SELECT g, 1 + g % 10000, 1 + g % 20, timestamptz '2024-01-01' + g * interval '250 milliseconds', 'svc-' || (g % 12),
+             jsonb_build_object('request', md5(g::text), 'session', 1 + g % 30000, 'ok', g % 17 <> 0, 'ms', g % 997,
+                                'path', '/api/v1/items/' || (g % 5000), 'tags', jsonb_build_array('a' || g % 7, 'b' || g % 11),
+                                'note', repeat(md5((g * 7)::text), 2))
+        FROM generate_series(1, ${events}) g`);
+    await c.query(`SELECT setval(pg_get_serial_sequence('events', 'id'), ${events})`);
+    await c.query(`ALTER TABLE events ADD FOREIGN KEY (user_id) REFERENCES users, ADD FOREIGN KEY (kind) REFERENCES event_kinds`);
+    await c.query(`CREATE INDEX ON events (created_at)`);
+  });
+  const info = await describe(server, 'lopsided', database,
+    `events (${events} rows, bigint key, jsonb payload) + users, event_kinds, sessions, settings, invoices (20-30 000 rows)`, started);
+  return { ...info, description: `${info.description}; events is ${(info.largestShare * 100).toFixed(0)}% of the bytes` };
 }

@@ -21,6 +21,8 @@ export interface ContenderResult {
   readonly dataset: string;
   readonly contender: string;
   readonly label: string;
+  /** "loopback", or the shaped link's rate ("200mbit (netns, tc tbf)"; see link.ts). */
+  readonly link?: string;
   readonly kind: 'hand' | 'runner';
   readonly ok: boolean;
   /** "ok", or "failed: <first error line>". */
@@ -93,11 +95,11 @@ const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 export function markdownTable(results: readonly ContenderResult[]): string {
   const repeated = results.some((r) => (r.runs?.length ?? 0) > 1);
-  const head = `| dataset | contender | wall s${repeated ? ' (median; min–max)' : ''} | × tuned | runner peak RSS MiB | peak dump MiB | status |`;
-  const sep = '|---|---|--:|--:|--:|--:|---|';
+  const head = `| dataset | link | contender | wall s${repeated ? ' (median; min–max)' : ''} | × tuned | runner peak RSS MiB | peak dump MiB | status |`;
+  const sep = '|---|---|---|--:|--:|--:|--:|---|';
   const wall = (r: ContenderResult) => (r.runs && r.runs.length > 1
     ? `${fmt(r.wallSeconds)} (${fmt(Math.min(...r.runs))}–${fmt(Math.max(...r.runs))})` : fmt(r.wallSeconds));
-  const rows = results.map((r) => `| ${cell(r.dataset)} | ${cell(r.label)} | ${wall(r)} | ${r.ratioToTuned === undefined ? '—' : `${r.ratioToTuned.toFixed(2)}×`} | `
+  const rows = results.map((r) => `| ${cell(r.dataset)} | ${cell(r.link ?? 'loopback')} | ${cell(r.label)} | ${wall(r)} | ${r.ratioToTuned === undefined ? '—' : `${r.ratioToTuned.toFixed(2)}×`} | `
     + `${fmt(r.runnerPeakRssMiB)} | ${r.peakDumpBytes === undefined ? '—' : fmt(mib(r.peakDumpBytes))} | ${cell(truncate(r.status, 160))} |`);
   return [head, sep, ...rows].join('\n');
 }

@@ -14,13 +14,16 @@ import { startPgServer, type PgServer } from '../test/support/pg-server';
 import {
   buildContender, CONTENDER_IDS, KEYLESS_ACTIONS, type KeylessAction, PGBENCH_ONLY, RUNNER_SCRIPT, writePassFile, writeSecretsFile, type Contender, type ContenderContext, type ContenderId,
 } from './contenders';
-import { checkDestination, generateManyTables, generatePgbench, recreateDatabase, type DatasetInfo } from './datasets';
+import { checkDestination, generateLopsided, generateManyTables, generatePgbench, recreateDatabase, type DatasetInfo } from './datasets';
+import { parseLinkRate, startLinkedServers, type LinkInfo, type LinkSpec } from './link';
 import { DirPeak, firstErrorLine, killGroup, runnerNodeProcess, runningGroups, runStep, type TreeMemory } from './measure';
 import { cutoverWhenReady, OnlineLoad, onlineResult, removeLeftovers, type OnlineResult } from './online';
 import { combineRuns, machineInfo, markdownTable, notes, onlineTable, writeResults, type ContenderResult, type StepReport } from './report';
 
 const REPO_ROOT = resolve(__dirname, '..');
-const DATASETS = ['pgbench', 'tables'] as const;
+const DATASETS = ['pgbench', 'tables', 'lopsided'] as const;
+/** Without --datasets: the two the earlier results have (lopsided is asked for by name). */
+const DEFAULT_DATASETS: readonly DatasetId[] = ['pgbench', 'tables'];
 type DatasetId = (typeof DATASETS)[number];
 
 const USAGE = `npm run bench -- [options]
@@ -30,8 +33,13 @@ const USAGE = `npm run bench -- [options]
   --jobs N           parallel jobs for pg_dump -j / pg_restore -j and the runner (default 2)
   --timeout S        seconds allowed per contender (default max(300, 30 × scale))
   --repeat N         run every contender N times, interleaved, and report the median (default 1)
-  --datasets LIST    comma-separated: ${DATASETS.join(', ')} (default all)
-  --contenders LIST  comma-separated: ${CONTENDER_IDS.join(', ')} (default all; online: pgbench dataset only)
+  --datasets LIST    comma-separated: ${DATASETS.join(', ')} (default ${DEFAULT_DATASETS.join(',')}); lopsided: one events table
+                     (SCALE × 50 000 rows, bigint key, jsonb payload) with most of the bytes, and five small tables
+  --link RATE        servers each in a network namespace behind a veth link shaped with tc tbf at RATE on both ends
+                     (e.g. 1gbit, 200mbit); the runner and the tools stay in the root namespace (default: loopback)
+  --split-larger-than Q  runner-stream-split: migration.copy.splitTablesLargerThan (a quantity, e.g. 64Mi; default: a
+                     quarter of the dataset's largest table, rounded up to a MiB, so that it goes in 4 parts)
+  --contenders LIST  comma-separated: ${CONTENDER_IDS.join(', ')} (default all; online: pgbench dataset only, not with --link)
   --online-rate N    online: pgbench -R, transactions per second of the write load during the migration (default 200)
   --online-clients N online: pgbench -c (default 2)
   --online-hold S    online: seconds the runner replicates under the load once ready, before the cutover is requested (default 10)
@@ -69,6 +77,8 @@ interface Options {
   resultsDir: string;
   keep: boolean;
   online: ContenderContext['online'];
+  link?: LinkSpec;
+  splitLargerThan?: string;
 }
 
 class UsageError extends Error {}
@@ -85,7 +95,7 @@ function parseOptions(argv: string[]): Options | undefined {
         datasets: { type: 'string' }, contenders: { type: 'string' }, 'bin-dir': { type: 'string' },
         'results-dir': { type: 'string' }, keep: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
         'online-rate': { type: 'string' }, 'online-clients': { type: 'string' }, 'online-hold': { type: 'string' }, 'online-verify': { type: 'string' },
-        'online-keyless': { type: 'string' },
+        'online-keyless': { type: 'string' }, link: { type: 'string' }, 'split-larger-than': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -108,6 +118,13 @@ function parseOptions(argv: string[]): Options | undefined {
   const scale = int('scale', values.scale, 20, 1, 10_000);
   const onlineVerify = values['online-verify'] ?? 'counts';
   if (onlineVerify !== 'counts' && onlineVerify !== 'checksums') throw new UsageError(`--online-verify must be counts or checksums (got "${onlineVerify}")`);
+  const link = values.link === undefined || values.link === 'loopback' ? undefined : parseLinkRate(values.link);
+  if (values.link !== undefined && values.link !== 'loopback' && !link) throw new UsageError(`--link must be a rate such as 1gbit or 200mbit (got "${values.link}")`);
+  const split = values['split-larger-than'];
+  if (split !== undefined && !/^\d+(\.\d+)?(Ki|Mi|Gi|k|M|G)?$/.test(split)) throw new UsageError(`--split-larger-than must be a quantity such as 64Mi (got "${split}")`);
+  if (link && values.contenders !== undefined && values.contenders.split(',').map((c) => c.trim()).includes('online')) {
+    throw new UsageError('--link: the online contender cannot run (the destination\'s subscription would have to reach the source, and the namespaces reach only the root namespace)');
+  }
   const keyless = values['online-keyless'] ?? 'replicaIdentityFull';
   if (!KEYLESS_ACTIONS.includes(keyless as KeylessAction)) throw new UsageError(`--online-keyless must be ${KEYLESS_ACTIONS.join(' or ')} (got "${keyless}")`);
   return {
@@ -116,11 +133,13 @@ function parseOptions(argv: string[]): Options | undefined {
     jobs: int('jobs', values.jobs, 2, 1, 64),
     timeoutSeconds: int('timeout', values.timeout, Math.max(300, 30 * scale), 1, 7 * 24 * 3600),
     repeat: int('repeat', values.repeat, 1, 1, 100),
-    datasets: list('datasets', values.datasets, DATASETS),
-    contenders: list('contenders', values.contenders, CONTENDER_IDS),
+    datasets: values.datasets === undefined ? [...DEFAULT_DATASETS] : list('datasets', values.datasets, DATASETS),
+    contenders: list('contenders', values.contenders, CONTENDER_IDS).filter((c) => !(link && c === 'online' && values.contenders === undefined)),
     binDir: resolve(values['bin-dir'] ?? process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin'),
     resultsDir: resolve(values['results-dir'] ?? join(REPO_ROOT, 'bench', 'results')),
     keep: values.keep ?? false,
+    link,
+    splitLargerThan: split,
     online: {
       rate: int('online-rate', values['online-rate'], 200, 1, 100_000),
       clients: int('online-clients', values['online-clients'], 2, 1, 50),
@@ -316,14 +335,25 @@ async function main(argv: string[]): Promise<number> {
     const sourceSettings = withOnline ? { ...SERVER_SETTINGS, ...ONLINE_SOURCE_SETTINGS } : SERVER_SETTINGS;
     log(`starting source and destination servers (${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(', ')}, fsync off`
       + `${withOnline ? '; source: wal_level=logical' : ''})`);
-    const started = await Promise.allSettled([
-      startPgServer({ name: 'bench-src', settings: sourceSettings }),
-      startPgServer({ name: 'bench-dst', settings: SERVER_SETTINGS }),
-    ]);
-    for (const s of started) if (s.status === 'fulfilled') cleanup.add(`server on port ${s.value.port}`, () => s.value.destroy());
-    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed) throw new Error(`cannot start a server: ${(failed.reason as Error).message}`);
-    const [source, destination] = started.map((s) => (s as PromiseFulfilledResult<PgServer>).value);
+    let source: PgServer, destination: PgServer;
+    let link: LinkInfo | undefined;
+    if (opts.link) {
+      log(`link ${opts.link.rate}: source and destination each in a network namespace, veth shaped with tc tbf on both ends `
+        + `(burst ${opts.link.burstBytes} B, latency ${opts.link.latencyMs} ms)`);
+      ({ source, destination, info: link } = await startLinkedServers(opts.link, { source: sourceSettings, destination: SERVER_SETTINGS },
+        (what, destroy) => cleanup.add(what, destroy)));
+      for (const q of link.qdiscs) log(`  ${q}`);
+    } else {
+      const started = await Promise.allSettled([
+        startPgServer({ name: 'bench-src', settings: sourceSettings }),
+        startPgServer({ name: 'bench-dst', settings: SERVER_SETTINGS }),
+      ]);
+      for (const s of started) if (s.status === 'fulfilled') cleanup.add(`server on port ${s.value.port}`, () => s.value.destroy());
+      const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (failed) throw new Error(`cannot start a server: ${(failed.reason as Error).message}`);
+      [source, destination] = started.map((s) => (s as PromiseFulfilledResult<PgServer>).value);
+    }
+    const linkLabel = link ? `${link.rate} (netns, tc tbf)` : 'loopback';
 
     const passFile = join(tmp, 'pgpass');
     const secretsFile = join(tmp, 'secrets.yaml');
@@ -336,9 +366,12 @@ async function main(argv: string[]): Promise<number> {
     for (const datasetId of opts.datasets) {
       if (interrupted) break;
       log(`dataset ${datasetId}: generating`);
+      const timeoutMs = opts.timeoutSeconds * 2000;
       const info = datasetId === 'pgbench'
-        ? await generatePgbench(source, { scale: opts.scale, binDir: opts.binDir, workDir: tmp, timeoutMs: opts.timeoutSeconds * 2000 })
-        : await generateManyTables(source, { tables: opts.tables, scale: opts.scale, timeoutMs: opts.timeoutSeconds * 2000 });
+        ? await generatePgbench(source, { scale: opts.scale, binDir: opts.binDir, workDir: tmp, timeoutMs })
+        : datasetId === 'tables'
+          ? await generateManyTables(source, { tables: opts.tables, scale: opts.scale, timeoutMs })
+          : await generateLopsided(source, { scale: opts.scale, timeoutMs });
       datasets.push(info);
       log(`dataset ${datasetId}: ${(info.sourceBytes / 2 ** 20).toFixed(1)} MiB, ${info.tables} tables, largest ${info.largestTable} `
         + `${info.largestRows} rows (${info.generateSeconds.toFixed(1)} s)`);
@@ -356,11 +389,12 @@ async function main(argv: string[]): Promise<number> {
           const ctx: ContenderContext = {
             source, destination, database: info.database, jobs: opts.jobs, binDir: opts.binDir, dir, passFile, secretsFile,
             repoRoot: REPO_ROOT, timeoutSeconds: opts.timeoutSeconds, online: opts.online,
+            splitLargerThan: opts.splitLargerThan ?? `${Math.ceil(info.largestTableBytes / 4 / 2 ** 20)}Mi`,
           };
           const contender = buildContender(id, ctx);
           const which = opts.repeat > 1 ? ` (run ${rep}/${opts.repeat})` : '';
           log(`dataset ${datasetId}: ${contender.label}${which} ...`);
-          const r = await runContender(contender, info, ctx);
+          const r = { ...await runContender(contender, info, ctx), link: linkLabel };
           if (interrupted) break;
           log(`dataset ${datasetId}: ${contender.label}${which}: ${r.wallSeconds?.toFixed(1)} s, ${r.status}`);
           runsOf.set(id, [...(runsOf.get(id) ?? []), r]);
@@ -378,7 +412,15 @@ async function main(argv: string[]): Promise<number> {
     if (interrupted) return 130;
     const online = onlineTable(results, opts.scale);
     const table = online ? `${markdownTable(results)}\n\n${online}` : markdownTable(results);
-    const noteLines = notes(datasets, opts.jobs, results);
+    const noteLines = [
+      ...notes(datasets, opts.jobs, results),
+      link
+        ? `- link: ${link.rate}; source ${link.source.address} and destination ${link.destination.address} each in a network namespace of `
+          + `their own behind a veth pair with tc tbf (rate ${link.rate}, burst ${link.burstBytes} B, latency ${link.latencyMs} ms) on both ends; `
+          + 'the runner and pg_dump/pg_restore/psql run in the root namespace, so a byte from source to destination crosses two shaped links, '
+          + 'and a dump written to disk and restored crosses each link once too'
+        : '- link: loopback (both servers and every client on 127.0.0.1, no shaping)',
+    ];
     process.stdout.write(`\n${table}\n\n${noteLines.join('\n')}\n`);
     const file = writeResults(opts.resultsDir, {
       startedAt: startedAt.toISOString(),
@@ -386,6 +428,7 @@ async function main(argv: string[]): Promise<number> {
       options: {
         scale: opts.scale, tables: opts.tables, jobs: opts.jobs, timeoutSeconds: opts.timeoutSeconds, repeat: opts.repeat,
         datasets: opts.datasets, contenders: opts.contenders, serverSettings: SERVER_SETTINGS,
+        link: link ?? 'loopback', splitLargerThan: opts.splitLargerThan ?? 'a quarter of the largest table',
         ...(withOnline ? { sourceServerSettings: sourceSettings, online: opts.online } : {}),
       },
       machine: { ...machine, loadAverage: { ...machine.loadAverage, end: loadavg()[0] } },
