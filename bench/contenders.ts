@@ -76,6 +76,8 @@ export interface ContenderContext {
   readonly secretsFile: string;
   readonly repoRoot: string;
   readonly timeoutSeconds: number;
+  /** migration.verbose for the runner contenders (--runner-verbose): per-table COPY times in their log. */
+  readonly runnerVerbose: boolean;
   /** runner-stream-split's migration.copy.splitTablesLargerThan (a quantity). */
   readonly splitLargerThan: string;
   /** The online contender's load and cutover (--online-rate, --online-clients, --online-hold, --online-verify). */
@@ -127,6 +129,7 @@ function runnerContender(
     migration: {
       mode,
       verify,
+      ...(ctx.runnerVerbose ? { verbose: true } : {}),
       dump: { jobs: ctx.jobs },
       restore: { jobs: ctx.jobs },
       copy: { jobs: ctx.jobs, ...(split ? { splitTablesLargerThan: split } : {}) },

@@ -48,6 +48,7 @@ const USAGE = `npm run bench -- [options]
                      replicated) or exclude (copied inside the write pause) (default replicaIdentityFull)
   --bin-dir DIR      PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
   --results-dir DIR  where the JSON goes (default bench/results)
+  --runner-verbose   runner contenders get migration.verbose: true (each table's and part's COPY time in their log; see --keep)
   --keep             keep the temporary directory (outputs of every contender) and print its path
 `;
 
@@ -79,6 +80,7 @@ interface Options {
   online: ContenderContext['online'];
   link?: LinkSpec;
   splitLargerThan?: string;
+  runnerVerbose: boolean;
 }
 
 class UsageError extends Error {}
@@ -95,7 +97,7 @@ function parseOptions(argv: string[]): Options | undefined {
         datasets: { type: 'string' }, contenders: { type: 'string' }, 'bin-dir': { type: 'string' },
         'results-dir': { type: 'string' }, keep: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
         'online-rate': { type: 'string' }, 'online-clients': { type: 'string' }, 'online-hold': { type: 'string' }, 'online-verify': { type: 'string' },
-        'online-keyless': { type: 'string' }, link: { type: 'string' }, 'split-larger-than': { type: 'string' },
+        'online-keyless': { type: 'string' }, link: { type: 'string' }, 'split-larger-than': { type: 'string' }, 'runner-verbose': { type: 'boolean' },
       },
     }));
   } catch (err) {
@@ -140,6 +142,7 @@ function parseOptions(argv: string[]): Options | undefined {
     keep: values.keep ?? false,
     link,
     splitLargerThan: split,
+    runnerVerbose: values['runner-verbose'] ?? false,
     online: {
       rate: int('online-rate', values['online-rate'], 200, 1, 100_000),
       clients: int('online-clients', values['online-clients'], 2, 1, 50),
@@ -389,6 +392,7 @@ async function main(argv: string[]): Promise<number> {
           const ctx: ContenderContext = {
             source, destination, database: info.database, jobs: opts.jobs, binDir: opts.binDir, dir, passFile, secretsFile,
             repoRoot: REPO_ROOT, timeoutSeconds: opts.timeoutSeconds, online: opts.online,
+            runnerVerbose: opts.runnerVerbose,
             splitLargerThan: opts.splitLargerThan ?? `${Math.ceil(info.largestTableBytes / 4 / 2 ** 20)}Mi`,
           };
           const contender = buildContender(id, ctx);
@@ -428,7 +432,7 @@ async function main(argv: string[]): Promise<number> {
       options: {
         scale: opts.scale, tables: opts.tables, jobs: opts.jobs, timeoutSeconds: opts.timeoutSeconds, repeat: opts.repeat,
         datasets: opts.datasets, contenders: opts.contenders, serverSettings: SERVER_SETTINGS,
-        link: link ?? 'loopback', splitLargerThan: opts.splitLargerThan ?? 'a quarter of the largest table',
+        link: link ?? 'loopback', runnerVerbose: opts.runnerVerbose, splitLargerThan: opts.splitLargerThan ?? 'a quarter of the largest table',
         ...(withOnline ? { sourceServerSettings: sourceSettings, online: opts.online } : {}),
       },
       machine: { ...machine, loadAverage: { ...machine.loadAverage, end: loadavg()[0] } },
