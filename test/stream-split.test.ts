@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tableChecksums } from '../src/runner/checksum';
 import { runMigration } from '../src/runner/migrate';
 import { streamDatabase } from '../src/runner/stream';
+import { copyTable } from '../src/runner/stream/copy-table';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { pgbenchInit } from './support/pgbench-load';
 import { prepareServerVersions } from './support/pg-versions';
@@ -171,5 +172,33 @@ describe('stream mode, the COPY format of each large table', () => {
     expect(wide?.[1]).toBe('binary');
     expect(Number(wide?.[3])).toBeLessThan(Number(wide?.[2]));
     expect(await checksums(destination, 'formats')).toEqual(await checksums(source, 'formats'));
+  });
+
+  it('sends character(n) values without their blank padding, and they arrive identical in text and in binary format', async () => {
+    // given a table with character(n), arrays of it, unbounded bpchar and varchar, with empty, blank and leading-blank values
+    await source.query('CREATE DATABASE padded');
+    await destination.query('CREATE DATABASE padded');
+    const ddl = 'CREATE TABLE t (id int, c char(10), d char(3)[], e bpchar, f varchar(5)); ';
+    await source.query(`${ddl} INSERT INTO t VALUES (1, 'ab', '{x,yy}', 'q  ', 'z'), (2, NULL, NULL, NULL, NULL),
+      (3, '', '{}', '', ''), (4, ' lead', '{" a "}', ' ', 'sp '); INSERT INTO t SELECT g, 'x', NULL, NULL, NULL FROM generate_series(5, 1004) g`, 'padded');
+    await destination.query(ddl, 'padded');
+    const table = { oid: 0, schema: 'public', name: 't', bytes: 0, columns: [
+      { name: 'id', binary: true }, { name: 'c', binary: true, padded: true }, { name: 'd', binary: true }, { name: 'e', binary: true }, { name: 'f', binary: true }] };
+    const digest = "SELECT md5(string_agg(t::text || '|' || coalesce(octet_length(c::bytea), -1), ',' ORDER BY id)) AS d FROM t";
+    for (const format of ['text', 'binary'] as const) {
+      const [src, dst] = await Promise.all([session(source, 'padded'), session(destination, 'padded')]);
+      try {
+        // when it is copied
+        await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        const res = await copyTable(src, dst, table, { format, signal: new AbortController().signal });
+        // then every value is stored exactly as on the source, padding included, and the wire carried no padding
+        expect(res.rows).toBe(1004);
+        expect((await dst.query(digest)).rows).toEqual((await src.query(digest)).rows);
+        // a padded 'x' row is 25 bytes as text, 36 as binary; trimmed, 16 and 27
+        expect(res.bytes).toBeLessThan(1004 * (format === 'text' ? 20 : 32));
+      } finally {
+        await Promise.all([src.end(), dst.end()]);
+      }
+    }
   });
 });

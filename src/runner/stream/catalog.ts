@@ -12,6 +12,11 @@ export interface CopyColumn {
   readonly name: string;
   /** The type has binary send and receive functions. */
   readonly binary: boolean;
+  /**
+   * A character(n) column: its values are blank-padded to n, and the padding is not part of the value (the
+   * destination pads again on input), so the copy sends them trimmed (copy-table.ts). @default false
+   */
+  readonly padded?: boolean;
 }
 
 export interface TableToCopy {
@@ -146,7 +151,8 @@ async function relations(client: Client, oids: readonly number[], serverVersionN
             CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_table_size(c.oid) ELSE 0 END AS bytes,
             coalesce((SELECT json_agg(json_build_object(
                         'name', a.attname,
-                        'binary', t.typsend::oid <> 0 AND t.typreceive::oid <> 0) ORDER BY a.attnum)
+                        'binary', t.typsend::oid <> 0 AND t.typreceive::oid <> 0,
+                        'padded', a.atttypid = 'pg_catalog.bpchar'::pg_catalog.regtype AND a.atttypmod > 4) ORDER BY a.attnum)
                         FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ${notGenerated}),
                      '[]'::json) AS columns

@@ -32,8 +32,13 @@ export function qualifiedName(t: { schema: string; name: string }): string {
 export function copyOutSql(table: TableToCopy, format: CopyFormat, partWhere?: string): string {
   const cols = table.columns.map((c) => escapeIdentifier(c.name));
   const opts = `(FORMAT ${format})`;
-  if (partWhere !== undefined) {
-    return `COPY (SELECT ${cols.length ? cols.join(', ') : '*'} FROM ONLY ${qualifiedName(table)} WHERE ${partWhere}) TO STDOUT ${opts}`;
+  // character(n) values without their blank padding (a cast to text drops it): fewer bytes on the wire, and the
+  // destination column pads them again on input, so the stored values are the same.
+  const select = table.columns.some((c) => c.padded)
+    ? table.columns.map((c) => (c.padded ? `${escapeIdentifier(c.name)}::pg_catalog.text` : escapeIdentifier(c.name)))
+    : cols;
+  if (partWhere !== undefined || (select !== cols && table.extensionFilter === undefined)) {
+    return `COPY (SELECT ${select.length ? select.join(', ') : '*'} FROM ONLY ${qualifiedName(table)}${partWhere !== undefined ? ` WHERE ${partWhere}` : ''}) TO STDOUT ${opts}`;
   }
   if (table.extensionFilter !== undefined) {
     const list = cols.length ? cols.join(', ') : '*';
