@@ -43,6 +43,10 @@ export async function fence(admin: Client, database: string, mode: 'readOnly' | 
       if (Date.now() > deadline) throw new Error(`sessions of database ${database} on the source did not end within ${waitMs / 1000}s`);
       await new Promise((r) => setTimeout(r, 50));
     }
+    // The fence's setting once more, committed synchronously: its commit flushes all WAL before it, so the last
+    // writers' commits (asynchronous ones too) reach the walsender at once instead of at the WAL writer's pace.
+    await admin.query('SET synchronous_commit = on');
+    await admin.query(`ALTER DATABASE ${escapeIdentifier(database)} SET default_transaction_read_only = on`);
   }
   const res = await admin.query<{ lsn: string }>('SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn');
   return { ended, lsn: res.rows[0].lsn };
