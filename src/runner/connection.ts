@@ -192,6 +192,11 @@ async function connectWith(config: ClientConfig): Promise<Client> {
   }
 }
 
+/** Ends clients, ignoring errors (a session may already be gone); undefined ones are skipped. */
+export async function endQuietly(...clients: Array<Client | undefined>): Promise<void> {
+  await Promise.all(clients.map((c) => c?.end().catch(() => undefined)));
+}
+
 /** The SQLSTATE of a server error, if it is one. */
 export function sqlstate(err: unknown): string | undefined {
   const code = (err as { code?: unknown })?.code;

@@ -8,6 +8,7 @@ import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
 import { exportSnapshot } from '../checksum';
 import { readSequenceValues } from '../sequences';
 import { copyLargeObjects } from '../stream/large-objects';
+import { tablesByName } from '../stream/catalog';
 import { copyTable } from '../stream/copy-table';
 import { openSnapshotReader, openWriter } from '../stream/sessions';
 import { setSequences } from '../stream/sequences';
@@ -43,8 +44,8 @@ export async function syncAtCutover(
     await setSequences(writer, seqs);
     const largeObjects = await syncLargeObjects(reader, writer, signal);
     let rows = 0;
-    for (const t of tables) {
-      const table = await tableToCopy(reader, t);
+    const version = Number((await reader.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0].v);
+    for (const table of await tablesByName(reader, tables, version)) {
       const res = await copyTable(reader, writer, table, { format: 'text', signal });
       rows += res.rows;
     }
@@ -90,14 +91,4 @@ async function refreshMatviews(reader: Client, writer: Client, selection: { sche
   const views = res.rows.filter((v) => matches(v.schema));
   for (const v of views) await writer.query(`REFRESH MATERIALIZED VIEW ${qualifiedName(v.schema, v.name)}`);
   return views.length;
-}
-
-/** What copyTable needs of a table: its stored columns (text format: any type, any pair of versions). */
-async function tableToCopy(reader: Client, t: SourceTable) {
-  const res = await reader.query<{ oid: number; name: string }>(`
-    SELECT c.oid::int AS oid, a.attname AS name FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-    WHERE n.nspname = $1 AND c.relname = $2 ORDER BY a.attnum`, [t.schema, t.name]);
-  return { oid: res.rows[0]?.oid ?? 0, schema: t.schema, name: t.name, bytes: 0, columns: res.rows.map((r) => ({ name: r.name, binary: false })) };
 }

@@ -12,12 +12,12 @@
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
 import { compareChecksums, tableChecksums } from '../checksum';
-import { connect } from '../connection';
+import { connect, endQuietly } from '../connection';
 import { displayName, qualifiedName } from '../sql';
 import { verifyDatabase } from '../verify';
 import { ConsistentReader } from './consistent-point';
 import { fence as setFence, liftFence } from './fence';
-import { waitApplied } from './lag';
+import { rowsWritten, waitApplied } from './lag';
 import { syncAtCutover, type SyncResult } from './cutover-sync';
 import type { OnlineLog } from './setup';
 import type { SourceTable } from './tables';
@@ -157,12 +157,8 @@ async function quietRows(input: CutoverInput): Promise<number> {
   await new Promise((r) => setTimeout(r, 1100));
   const dst = await connect(input.db.destination, input.env, { readOnly: true, connectTimeoutSeconds: input.config.migration.timeouts.connect });
   try {
-    const res = await dst.query<{ n: string | null }>(`
-      SELECT sum(n_tup_ins + n_tup_upd + n_tup_del)::text AS n FROM pg_catalog.pg_stat_user_tables
-      WHERE (schemaname, relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
-    [input.replicated.map((t) => t.schema), input.replicated.map((t) => t.name)]);
-    return Number(res.rows[0]?.n ?? 0);
+    return await rowsWritten(dst, input.replicated);
   } finally {
-    await dst.end().catch(() => undefined);
+    await endQuietly(dst);
   }
 }

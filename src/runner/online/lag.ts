@@ -36,11 +36,17 @@ export async function readLag(source: Client, slot: string): Promise<Replication
   };
 }
 
-/** Rows inserted, updated and deleted in the destination database's tables so far (the statistics collector's view). */
-export async function rowsWritten(destination: Client): Promise<number> {
-  const res = await destination.query<{ n: string | null }>(
-    'SELECT sum(n_tup_ins + n_tup_upd + n_tup_del)::text AS n FROM pg_catalog.pg_stat_user_tables',
-  );
+/**
+ * Rows inserted, updated and deleted in the destination database's tables so far (the statistics collector's
+ * view), in `tables` only when given.
+ */
+export async function rowsWritten(destination: Client, tables?: readonly { schema: string; name: string }[]): Promise<number> {
+  const res = tables
+    ? await destination.query<{ n: string | null }>(`
+        SELECT sum(n_tup_ins + n_tup_upd + n_tup_del)::text AS n FROM pg_catalog.pg_stat_user_tables
+        WHERE (schemaname, relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [tables.map((t) => t.schema), tables.map((t) => t.name)])
+    : await destination.query<{ n: string | null }>('SELECT sum(n_tup_ins + n_tup_upd + n_tup_del)::text AS n FROM pg_catalog.pg_stat_user_tables');
   return Number(res.rows[0]?.n ?? 0);
 }
 
@@ -66,8 +72,7 @@ export async function applyErrors(destination: Client, subscription: string): Pr
  */
 export async function waitApplied(source: Client, slot: string, lsn: string, timeoutMs: number, signal?: AbortSignal): Promise<number> {
   const started = Date.now();
-  const delay = await source.query<{ ms: number }>("SELECT setting::int AS ms FROM pg_catalog.pg_settings WHERE name = 'wal_writer_delay'");
-  const graceMs = 3 * (delay.rows[0]?.ms ?? 200) + 100;
+  const graceMs = await flushGraceMs(source);
   let flushed: string | undefined;
   for (;;) {
     signal?.throwIfAborted();
@@ -88,6 +93,18 @@ export async function waitApplied(source: Client, slot: string, lsn: string, tim
     }
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** Three wal_writer_delay and a poll, read once per session (the consistent points wait once per table). */
+const graceBySession = new WeakMap<Client, number>();
+async function flushGraceMs(source: Client): Promise<number> {
+  let grace = graceBySession.get(source);
+  if (grace === undefined) {
+    const delay = await source.query<{ ms: number }>("SELECT setting::int AS ms FROM pg_catalog.pg_settings WHERE name = 'wal_writer_delay'");
+    grace = 3 * (delay.rows[0]?.ms ?? 200) + 100;
+    graceBySession.set(source, grace);
+  }
+  return grace;
 }
 
 /** Bytes as "12.3 MiB" for lag lines. */

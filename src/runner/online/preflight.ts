@@ -5,12 +5,13 @@
  */
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
-import { connectFirstAvailable } from '../connection';
+import { connectFirstAvailable, MAINTENANCE_DATABASES } from '../connection';
 import { schemaMatcher } from '../schemas';
 import { displayName, quoteIdent } from '../sql';
 import { capList, connectOrReport, endQuietly, plural, type Reporter } from '../preflight/reporter';
 import { replicationName } from './names';
-import { keylessTables, type KeylessTable } from './tables';
+import { subscriptionExists } from './replication';
+import { surveyTables } from './tables';
 
 const CAP = 10;
 
@@ -87,7 +88,7 @@ async function checkSourcePrivileges(client: Client, db: RuntimeDatabase, config
 
 async function checkTables(client: Client, config: RuntimeConfig, r: Reporter): Promise<void> {
   const m = config.migration;
-  const tables = await keylessTables(client, schemaMatcher(m.dump));
+  const tables = await surveyTables(client, schemaMatcher(m.dump));
   const listed = m.online.tablesWithoutKey;
   const who = quoteIdent((await client.query<{ u: string }>('SELECT current_user AS u')).rows[0].u);
   const refused = tables.keyless.filter((t) => listed[`${t.schema}.${t.name}`] === undefined && t.replicaIdentity !== 'full');
@@ -141,7 +142,7 @@ export async function checkOnlineDestination(db: RuntimeDatabase, config: Runtim
   const m = config.migration;
   let client: Client | undefined;
   try {
-    client = await connectFirstAvailable(db.destination, env, [db.destination.database, 'postgres', 'template1'], { readOnly: true, connectTimeoutSeconds: m.timeouts.connect });
+    client = await connectFirstAvailable(db.destination, env, [db.destination.database, ...MAINTENANCE_DATABASES], { readOnly: true, connectTimeoutSeconds: m.timeouts.connect });
   } catch {
     return; // the destination checks have reported why
   }
@@ -159,11 +160,7 @@ export async function checkOnlineDestination(db: RuntimeDatabase, config: Runtim
         `GRANT pg_create_subscription TO ${who};`);
     }
     const name = replicationName(config.name, db.name);
-    const sub = await client.query(
-      'SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = $2)',
-      [name, db.destination.database],
-    ).catch(() => ({ rowCount: 0 }));
-    if (sub.rowCount) {
+    if (await subscriptionExists(client, name, db.destination.database).catch(() => false)) {
       r.warning('replication-leftovers', `subscription ${name} of an earlier attempt exists on the destination: replication resumes from it when `
         + 'the destination was replicating, otherwise it is removed before the copy starts (db-migration migrate --cleanup removes it now)');
     }
@@ -172,4 +169,3 @@ export async function checkOnlineDestination(db: RuntimeDatabase, config: Runtim
   }
 }
 
-export type { KeylessTable };

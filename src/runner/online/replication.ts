@@ -71,6 +71,15 @@ export async function createSubscription(destination: Client, name: string, conn
     + `WITH (create_slot = false, slot_name = ${escapeLiteral(name)}, copy_data = false, enabled = false)`);
 }
 
+/** Whether a subscription `name` exists in `database` (default: the session's own database). */
+export async function subscriptionExists(client: Client, name: string, database?: string): Promise<boolean> {
+  const res = await client.query(
+    'SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = coalesce($2, current_database()))',
+    [name, database ?? null],
+  );
+  return (res.rowCount ?? 0) > 0;
+}
+
 export async function enableSubscription(destination: Client, name: string): Promise<void> {
   await destination.query(`ALTER SUBSCRIPTION ${ident(name)} ENABLE`);
 }
@@ -88,11 +97,9 @@ export async function readReplicationObjects(source: Client, destination: Client
   const [pub, slot, sub] = await Promise.all([
     source.query('SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1', [name]),
     source.query<{ active: boolean }>('SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1', [name]),
-    destination
-      ? destination.query('SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())', [name])
-      : Promise.resolve({ rowCount: 0 }),
+    destination ? subscriptionExists(destination, name) : Promise.resolve(false),
   ]);
-  return { publication: (pub.rowCount ?? 0) > 0, slot: (slot.rowCount ?? 0) > 0, slotActive: slot.rows[0]?.active === true, subscription: (sub.rowCount ?? 0) > 0 };
+  return { publication: (pub.rowCount ?? 0) > 0, slot: (slot.rowCount ?? 0) > 0, slotActive: slot.rows[0]?.active === true, subscription: sub };
 }
 
 /**
@@ -100,8 +107,7 @@ export async function readReplicationObjects(source: Client, destination: Client
  * the slot, drop. Returns whether there was one.
  */
 export async function dropSubscription(destination: Client, name: string): Promise<boolean> {
-  const exists = await destination.query('SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())', [name]);
-  if (!exists.rowCount) return false;
+  if (!await subscriptionExists(destination, name)) return false;
   await destination.query(`ALTER SUBSCRIPTION ${ident(name)} DISABLE`);
   await destination.query(`ALTER SUBSCRIPTION ${ident(name)} SET (slot_name = NONE)`);
   await destination.query(`DROP SUBSCRIPTION ${ident(name)}`);

@@ -20,6 +20,4 @@ export async function openDestinationAdmin(ep: ResolvedEndpoint, env: NodeJS.Pro
   return client;
 }
 
-export async function endQuietly(...clients: Array<Client | undefined>): Promise<void> {
-  await Promise.all(clients.map((c) => c?.end().catch(() => undefined)));
-}
+export { endQuietly } from '../connection';

@@ -19,7 +19,6 @@ export interface SourceTable {
   readonly owned: boolean;
 }
 
-export type KeylessTable = SourceTable;
 
 export interface TableSurvey {
   /** Tables that would be published if nothing were excluded (permanent, in the migrated schemas). */
@@ -58,11 +57,6 @@ export async function surveyTables(client: Client, matches: (schema: string) => 
     largeObjects: Number(lo.rows[0].n),
     largeObjectOids: (lo.rows[0].oids ?? []).map(Number),
   };
-}
-
-/** Pre-flight's view: keyless means no usable identity other than FULL (FULL tables are reported when not listed only as usable). */
-export async function keylessTables(client: Client, matches: (schema: string) => boolean): Promise<TableSurvey> {
-  return surveyTables(client, matches);
 }
 
 export interface PublicationPlan {

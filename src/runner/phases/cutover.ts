@@ -11,6 +11,7 @@
  */
 import type { Client } from 'pg';
 import { classifyError, humanError } from '../errors';
+import { sleep } from '../retry';
 import { formatDuration, DEFAULT_PROGRESS_INTERVAL_MS } from '../progress';
 import type { CutoverTicket } from '../online/coordinator';
 import { cutoverDatabase, CutoverFailed } from '../online/cutover';
@@ -57,7 +58,8 @@ export async function catchUpAndCutover(run: DatabaseRun, rep: Replication): Pro
         throw new Error(`no cutover within migration.online.waitSeconds (${formatDuration(m.online.waitSeconds)}): `
           + 'replication stopped and its objects removed; run again to start over');
       }
-      await sleep(outageSince ? 5000 : 1000, run.signal);
+      // An interruption ends the wait; the loop's next turn throws it.
+      await sleep(outageSince ? 5000 : 1000, run.signal).catch(() => undefined);
     }
   } catch (err) {
     coordinator.leave(run.db.name);
@@ -181,13 +183,5 @@ async function cutover(run: DatabaseRun, rep: Replication, admin: Client, ticket
     run.phase = 'replicate';
     return false;
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() { clearTimeout(t); signal?.removeEventListener('abort', done); resolve(); }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 

@@ -72,10 +72,7 @@ export async function connectOrReport(
   }
 }
 
-/** Ends a client, ignoring errors (the session may already be gone). */
-export async function endQuietly(client: Client | undefined): Promise<void> {
-  if (client) await client.end().catch(() => undefined);
-}
+export { endQuietly } from '../connection';
 
 /** Names capped for a message: "a, b, c and 12 more". */
 export function capList(names: readonly string[], cap = 10): string {

@@ -142,6 +142,19 @@ async function extensionConfigs(client: Client, extensionOids: readonly number[]
   return res.rows.map((r) => ({ oid: Number(r.oid), filter: r.filter ?? '' }));
 }
 
+/** Tables by name as COPY needs them (their stored columns), read like the catalog's; in the order given. */
+export async function tablesByName(client: Client, names: readonly { schema: string; name: string }[], serverVersionNum: number): Promise<TableToCopy[]> {
+  if (names.length === 0) return [];
+  const ids = await client.query<{ oid: string }>(
+    'SELECT c.oid::int8 AS oid FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(schema, name, i) '
+    + 'JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.name ORDER BY t.i',
+    [names.map((t) => t.schema), names.map((t) => t.name)],
+  );
+  const rows = new Map((await relations(client, ids.rows.map((r) => Number(r.oid)), serverVersionNum)).map((r) => [r.oid, r]));
+  return ids.rows.map((r) => rows.get(r.oid)!).filter(Boolean)
+    .map((r) => ({ oid: Number(r.oid), schema: r.schema, name: r.name, bytes: Number(r.bytes), columns: r.columns }));
+}
+
 async function relations(client: Client, oids: readonly number[], serverVersionNum: number): Promise<RelationRow[]> {
   if (oids.length === 0) return [];
   const notGenerated = serverVersionNum >= 120000 ? "AND a.attgenerated = ''" : '';

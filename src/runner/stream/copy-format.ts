@@ -34,10 +34,6 @@ export function binaryPossible(table: TableToCopy, sourceVersionNum: number, des
   return majorVersion(sourceVersionNum) === majorVersion(destinationVersionNum) && table.columns.every((c) => c.binary);
 }
 
-export function copyFormat(table: TableToCopy, sourceVersionNum: number, destinationVersionNum: number): CopyFormat {
-  return binaryPossible(table, sourceVersionNum, destinationVersionNum) ? 'binary' : 'text';
-}
-
 export interface FormatChoice {
   readonly format: CopyFormat;
   /** Sample bytes in each format; undefined when not measured. */
