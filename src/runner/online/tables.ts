@@ -19,11 +19,10 @@ export interface SourceTable {
   readonly owned: boolean;
 }
 
-
 export interface TableSurvey {
   /** Tables that would be published if nothing were excluded (permanent, in the migrated schemas). */
   readonly published: readonly SourceTable[];
-  /** Permanent tables with no usable replica identity (FULL counts as usable; so does a chosen index). */
+  /** Permanent tables without a primary key or a chosen index: no replica identity, or FULL (pre-flight tells them apart). */
   readonly keyless: readonly SourceTable[];
   readonly unlogged: readonly SourceTable[];
   readonly largeObjects: number;
