@@ -164,7 +164,7 @@ async function migrateDatabases(
     await Promise.all(Array.from({ length: workers }, worker));
   } finally {
     runTicker?.stop();
-    online?.stop();
+    await online?.stop(signal);
   }
 }
 

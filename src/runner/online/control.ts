@@ -8,6 +8,11 @@
  *   cutover-request      written (by rename) by the command: one line, the request id
  *   cutover-<id>.log     the cutover's progress lines, appended by the runner
  *   cutover-<id>.result  "ok" or "failed", then a line of explanation; written (by rename) when it is over
+ *   cutover-<id>.ack     written (by rename) by the command once it has printed the outcome: the runner, which
+ *                        ends the container when it exits (and with it whatever `kubectl exec` started there),
+ *                        waits for it, bounded, before it exits
+ *   cutover-last.result  the last request's id, then its result: what a command started after the runner
+ *                        finished prints
  */
 import { appendFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +20,15 @@ import { join } from 'node:path';
 export const CONTROL_SUBDIR = 'online';
 /** A heartbeat older than this means no runner is waiting. */
 export const HEARTBEAT_STALE_SECONDS = 60;
+/**
+ * How long the runner, about to exit, waits for the command to confirm it has printed a cutover's outcome. The
+ * command reads it within a second (it polls); this covers a slow API server relaying `kubectl exec`.
+ */
+export const ACK_WAIT_SECONDS = 30;
+/** The same wait when the runner was stopped (SIGTERM: the kubelet's grace period runs, 30 s by default). */
+export const ACK_WAIT_STOPPED_SECONDS = 5;
+/** After the confirmation, the command still has to exit: the runner gives it this long before it does. */
+export const ACK_GRACE_MS = 1000;
 
 export type RunnerState = 'copying' | 'replicating' | 'ready' | 'cutting-over' | 'finished';
 
@@ -62,7 +76,33 @@ export class CutoverControl {
   }
 
   async finish(id: string, ok: boolean, message: string): Promise<void> {
-    await writeAtomic(join(this.dir, `cutover-${id}.result`), `${ok ? 'ok' : 'failed'}\n${message}\n`);
+    const result = `${ok ? 'ok' : 'failed'}\n${message}\n`;
+    await writeAtomic(join(this.dir, 'cutover-last.result'), `${id}\n${result}`);
+    await writeAtomic(join(this.dir, `cutover-${id}.result`), result);
+  }
+
+  /** Whether the command that asked for `id` has confirmed it printed the outcome. */
+  async acknowledged(id: string): Promise<boolean> {
+    return stat(join(this.dir, `cutover-${id}.ack`)).then(() => true, () => false);
+  }
+
+  /**
+   * Waits until the command that asked for `id` confirms it has printed the outcome (true), at most `seconds`,
+   * then gives it up to ACK_GRACE_MS from its confirmation to exit. False when it did not confirm (it was stopped, or never asked again).
+   */
+  async awaitAck(id: string, seconds: number, signal?: AbortSignal, pollMs = 100): Promise<boolean> {
+    const path = join(this.dir, `cutover-${id}.ack`);
+    const deadline = Date.now() + seconds * 1000;
+    while (Date.now() < deadline && !signal?.aborted) {
+      const ack = await stat(path).catch(() => undefined);
+      if (ack) {
+        // A confirmation written just now: its command is still exiting.
+        await new Promise((r) => setTimeout(r, Math.max(0, ACK_GRACE_MS - (Date.now() - ack.mtimeMs))));
+        return true;
+      }
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+    return false;
   }
 }
 
@@ -94,6 +134,7 @@ export async function requestCutover(opts: CutoverCommandOptions): Promise<numbe
     out.write(`no runner is waiting: its last heartbeat (${beat.state}) is ${Math.round(beat.ageSeconds)}s old\n`);
     return 2;
   }
+  if (beat.state === 'finished') return printLastResult(dir, out);
   const id = newRequestId();
   await writeAtomic(join(dir, 'cutover-request'), `${id}\n`);
   out.write(`cutover ${id} requested (the runner is ${beat.state}${beat.state === 'ready' ? '' : '; it cuts over once every database is ready'})\n`);
@@ -105,6 +146,7 @@ export async function requestCutover(opts: CutoverCommandOptions): Promise<numbe
       await printNew(join(dir, `cutover-${id}.log`), printed, out);
       const [status, ...rest] = result.trim().split('\n');
       out.write(`${status === 'ok' ? 'cutover succeeded' : 'cutover failed'}: ${rest.join(' ')}\n`);
+      await writeAtomic(join(dir, `cutover-${id}.ack`), 'printed\n').catch(() => undefined);
       return status === 'ok' ? 0 : 1;
     }
     const now = await readHeartbeat(dir);
@@ -115,6 +157,18 @@ export async function requestCutover(opts: CutoverCommandOptions): Promise<numbe
     if (opts.signal?.aborted) return 1;
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 1000));
   }
+}
+
+/** The runner has finished: no request can be taken any more; the last one's outcome, if there was one. */
+async function printLastResult(dir: string, out: NodeJS.WritableStream): Promise<number> {
+  const last = await readFile(join(dir, 'cutover-last.result'), 'utf8').catch(() => undefined);
+  if (!last) {
+    out.write('the runner has finished without a cutover request: its log and summary say how it ended\n');
+    return 2;
+  }
+  const [id, status, ...rest] = last.trim().split('\n');
+  out.write(`the runner has finished; the last cutover (${id}) ${status === 'ok' ? 'succeeded' : 'failed'}: ${rest.join(' ')}\n`);
+  return status === 'ok' ? 0 : 1;
 }
 
 async function printNew(path: string, from: number, out: NodeJS.WritableStream): Promise<number> {
@@ -145,6 +199,13 @@ set -u
 dir="\${DBM_CONTROL_DIR:-${defaultDir}}"
 if [ ! -f "$dir/heartbeat" ]; then echo "no online migration is running here: $dir/heartbeat is missing"; exit 2; fi
 if [ -n "$(find "$dir/heartbeat" -mmin +1 2>/dev/null)" ]; then echo "no runner is waiting: its heartbeat is over a minute old"; exit 2; fi
+if [ "$(cut -d' ' -f1 "$dir/heartbeat")" = finished ]; then
+  if [ ! -f "$dir/cutover-last.result" ]; then echo "the runner has finished without a cutover request: its log and summary say how it ended"; exit 2; fi
+  last_id=$(head -n 1 "$dir/cutover-last.result"); last_status=$(sed -n 2p "$dir/cutover-last.result")
+  if [ "$last_status" = ok ]; then word=succeeded; else word=failed; fi
+  echo "the runner has finished; the last cutover ($last_id) $word: $(tail -n +3 "$dir/cutover-last.result")"
+  [ "$last_status" = ok ] && exit 0; exit 1
+fi
 id="$(date +%s)-$$"
 printf '%s\\n' "$id" > "$dir/cutover-request.$$.tmp" && mv "$dir/cutover-request.$$.tmp" "$dir/cutover-request"
 echo "cutover $id requested (the runner is $(cut -d' ' -f1 "$dir/heartbeat"))"
@@ -159,8 +220,10 @@ while :; do
   if [ -f "$dir/cutover-$id.result" ]; then
     show
     status=$(head -n 1 "$dir/cutover-$id.result")
-    if [ "$status" = ok ]; then echo "cutover succeeded: $(tail -n +2 "$dir/cutover-$id.result")"; exit 0; fi
-    echo "cutover failed: $(tail -n +2 "$dir/cutover-$id.result")"; exit 1
+    if [ "$status" = ok ]; then echo "cutover succeeded: $(tail -n +2 "$dir/cutover-$id.result")"; else echo "cutover failed: $(tail -n +2 "$dir/cutover-$id.result")"; fi
+    # Printed: the runner, which waits for this before it ends the container (and this script with it), may go.
+    echo printed > "$dir/cutover-$id.ack.$$.tmp" && mv "$dir/cutover-$id.ack.$$.tmp" "$dir/cutover-$id.ack"
+    [ "$status" = ok ] && exit 0; exit 1
   fi
   if [ -n "$(find "$dir/heartbeat" -mmin +1 2>/dev/null)" ]; then echo "the runner stopped answering before the cutover finished: see its log"; exit 1; fi
   sleep 1

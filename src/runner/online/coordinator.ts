@@ -4,11 +4,23 @@
  * - cutover: auto: as soon as every database that is still replicating is ready;
  * - cutover: manual: when the operator's command arrives (control.ts), each database as soon as it is ready.
  * After a failed cutover every database waits for the operator's command again. The coordinator keeps the
- * control directory's heartbeat fresh and writes each request's result once its databases are done.
+ * control directory's heartbeat fresh and writes each request's result once its databases are done; before the
+ * runner exits (which ends the container, and the command `kubectl exec` started in it), it waits, bounded, until
+ * the command has printed the outcome.
  */
 import type { RuntimeConfig } from '../../spec/runtime-config';
 import type { Logger } from '../log';
-import { controlDir, CutoverControl, type RunnerState } from './control';
+import { ACK_WAIT_SECONDS, ACK_WAIT_STOPPED_SECONDS, controlDir, CutoverControl, type RunnerState } from './control';
+
+interface Request {
+  readonly id: string;
+  readonly waiting: Set<string>;
+  /** Databases whose cutover failed (fence lifted, replication goes on). */
+  readonly failed: string[];
+  /** Databases whose migration ended while the request was open (they will not cut over). */
+  readonly left: string[];
+  readonly pauses: number[];
+}
 
 interface Entry {
   state: 'copying' | 'replicating' | 'cutting-over' | 'done';
@@ -26,7 +38,9 @@ export class OnlineCoordinator {
   private readonly entries = new Map<string, Entry>();
   private readonly control: CutoverControl;
   private timer: NodeJS.Timeout | undefined;
-  private request: { id: string; waiting: Set<string>; failed: string[]; pauses: number[] } | undefined;
+  private request: Request | undefined;
+  /** Operator requests whose result is written and whose command has not yet confirmed printing it. */
+  private readonly unread = new Set<string>();
   private announcedReady = false;
   private manualOnly = false;
   private slots: number;
@@ -44,10 +58,27 @@ export class OnlineCoordinator {
     this.timer = setInterval(() => { void this.tick(); }, 1000);
   }
 
-  stop(): void {
+  /**
+   * The run is over: a request still open gets its (failed) result, the heartbeat says "finished", and the
+   * commands that asked are given ACK_WAIT_SECONDS to print their outcome before the runner exits.
+   */
+  async stop(signal?: AbortSignal): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    void this.control.heartbeat('finished').catch(() => undefined);
+    const open = this.request;
+    this.request = undefined;
+    if (open && open.id !== 'auto') {
+      await this.writeResult(open.id, false, `the run ended before the cutover finished${signal?.aborted ? ' (it was stopped)' : ''}: `
+        + 'the summary in the log and the termination message says how each database ended');
+    }
+    await this.control.heartbeat('finished').catch(() => undefined);
+    // Stopped (SIGTERM): the kubelet's grace period is running, so a shorter wait.
+    const seconds = signal?.aborted ? ACK_WAIT_STOPPED_SECONDS : ACK_WAIT_SECONDS;
+    for (const id of this.unread) {
+      if (!await this.control.acknowledged(id)) this.log.info(`waiting up to ${seconds}s for the cutover command (request ${id}) to print the outcome before exiting`);
+      const read = await this.control.awaitAck(id, seconds).catch(() => false);
+      if (!read) this.log.warn(`the cutover command (request ${id}) did not confirm it printed the outcome: the summary below and the termination message have it`);
+    }
   }
 
   /** Runs an initial copy in one of parallelDatabases slots. */
@@ -68,8 +99,12 @@ export class OnlineCoordinator {
 
   /** A database that will not cut over (failed or interrupted) no longer holds the others back. */
   leave(database: string): void {
+    const cutOver = this.entries.get(database)?.state === 'done';
     this.entries.delete(database);
-    this.request?.waiting.delete(database);
+    if (this.request) {
+      this.request.waiting.delete(database);
+      if (!cutOver && !this.request.failed.includes(database)) this.request.left.push(database);
+    }
     this.settleRequest();
   }
 
@@ -81,7 +116,7 @@ export class OnlineCoordinator {
     const e = this.entries.get(database);
     if (!e || e.state !== 'replicating' || !e.ready) return undefined;
     const auto = this.config.migration.online.cutover === 'auto' && !this.manualOnly;
-    if (!this.request && auto && this.allReady()) this.request = { id: 'auto', waiting: new Set(), failed: [], pauses: [] };
+    if (!this.request && auto && this.allReady()) this.request = newRequest('auto');
     if (!this.request || this.request.failed.includes(database)) return undefined;
     const id = this.request.id;
     this.request.waiting.add(database);
@@ -110,11 +145,18 @@ export class OnlineCoordinator {
     if ([...this.entries.entries()].some(([d, e]) => e.state !== 'done' && !r.failed.includes(d))) return;
     this.request = undefined;
     if (r.id === 'auto') return;
-    const ok = r.failed.length === 0;
-    const message = ok
-      ? `every database is cut over; longest write pause ${Math.max(0, ...r.pauses).toFixed(1)}s`
-      : `failed for ${r.failed.join(', ')}: the fence is lifted and replication goes on; fix what the log names and run the cutover again`;
-    void this.control.finish(r.id, ok, message).catch(() => undefined);
+    const ok = r.failed.length === 0 && r.left.length === 0;
+    const problems = [
+      ...(r.failed.length ? [`failed for ${r.failed.join(', ')}: the fence is lifted and replication goes on; fix what the log names and run the cutover again`] : []),
+      ...(r.left.length ? [`${r.left.join(', ')} stopped before cutting over: the log says why`] : []),
+    ];
+    const message = ok ? `every database is cut over; longest write pause ${Math.max(0, ...r.pauses).toFixed(1)}s` : problems.join('; ');
+    void this.writeResult(r.id, ok, message);
+  }
+
+  private async writeResult(id: string, ok: boolean, message: string): Promise<void> {
+    this.unread.add(id);
+    await this.control.finish(id, ok, message).catch(() => undefined);
   }
 
   private allReady(): boolean {
@@ -127,7 +169,9 @@ export class OnlineCoordinator {
       if (!this.request) {
         const id = await this.control.takeRequest();
         if (id) {
-          this.request = { id, waiting: new Set(), failed: [], pauses: [] };
+          this.request = newRequest(id);
+          // A new command: the commands of earlier requests have printed their outcome or are gone.
+          this.unread.clear();
           this.log.info(`cutover ${id} requested by the operator`);
           await this.control.log(id, `cutover ${id} accepted: every database cuts over as soon as it is ready`);
         }
@@ -150,4 +194,8 @@ export class OnlineCoordinator {
       : states.length > 0 && this.allReady() ? 'ready' : states.some((e) => e.state === 'copying') ? 'copying' : 'replicating';
     await this.control.heartbeat(state, [...this.entries.entries()].map(([d, e]) => `${d}: ${e.status}`).join('\n'));
   }
+}
+
+function newRequest(id: string): Request {
+  return { id, waiting: new Set(), failed: [], left: [], pauses: [] };
 }
