@@ -72,6 +72,11 @@ export interface PgServerOptions {
   readonly clientAddress?: string;
   /** Wraps each pg_ctl command line, e.g. to run the server in a network namespace (netns.ts). @default - run as is */
   readonly wrapServerCommand?: (cmd: string, args: string[]) => [string, string[]];
+  /**
+   * Also listen on these addresses and admit logins (password auth) from these networks, e.g. a pod network's
+   * gateway 198.18.200.1 and 198.18.200.0/24 (k8s-cluster.ts); the tests still connect on `host`. @default - none
+   */
+  readonly alsoListen?: { readonly addresses: readonly string[]; readonly clients: readonly string[] };
 }
 
 /**
@@ -120,7 +125,7 @@ export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServe
     await run(cmd, args);
   }
   const settings: Record<string, string> = {
-    listen_addresses: `'${host}'`,
+    listen_addresses: `'${[host, ...(opts.alsoListen?.addresses ?? [])].join(',')}'`,
     ...(opts.ssl ? { ssl: 'on' } : {}),
     port: String(port),
     unix_socket_directories: "''",
@@ -131,7 +136,9 @@ export async function startPgServer(opts: PgServerOptions = {}): Promise<PgServe
     ...opts.settings,
   };
   appendFileSync(join(dataDir, 'postgresql.conf'), Object.entries(settings).map(([k, v]) => `${k} = ${v}\n`).join(''));
-  writeFileSync(join(dataDir, 'pg_hba.conf'), `${opts.ssl === 'required' ? 'hostssl' : 'host'} all all ${opts.clientAddress ?? '127.0.0.0/8'} scram-sha-256\n`);
+  const hbaType = opts.ssl === 'required' ? 'hostssl' : 'host';
+  writeFileSync(join(dataDir, 'pg_hba.conf'), [opts.clientAddress ?? '127.0.0.0/8', ...(opts.alsoListen?.clients ?? [])]
+    .map((cidr) => `${hbaType} all all ${cidr} scram-sha-256\n`).join(''));
 
   const logFile = join(root, 'server.log');
   const pgCtl = (...args: string[]) => {

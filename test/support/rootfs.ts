@@ -9,13 +9,14 @@
  *   - busyboxRoot(): no C library at all: the static busybox and its applet links.
  * officialNodeBinary() fetches the Node.js project's own Linux x64 build (what the Docker images ship) from the
  * npm registry. Roots are built once per process in one temp dir (removed at exit; left-overs of dead processes
- * are removed by the next one), owned by root and writable by root only. Needs root.
+ * are removed by the next one), owned by root and writable by root only. Needs root. keepStandInRootsIn(dir) builds
+ * them in a directory kept across processes instead (images imported into a cluster: k8s-cluster.ts).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   type Dirent, chmodSync, closeSync, copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync,
-  readlinkSync, readSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync,
+  readFileSync, readlinkSync, readSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
@@ -35,7 +36,7 @@ const SHELL_TOOLS = [
   // coreutils and findutils, in every Debian image: what the shipped cutover.sh uses besides the shell
   'tail', 'cut', 'date', 'mv', 'find',
 ];
-const PG_TOOLS = ['pg_dump', 'pg_restore', 'psql'];
+const PG_TOOLS = ['pg_dump', 'pg_restore', 'psql', 'pg_dumpall'];
 /** What every Debian image has, needed or not: the C library (package libc6) and libgcc_s (libgcc-s1, which libc6 depends on). */
 const LIBC6_DIR = '/lib/x86_64-linux-gnu';
 const LIBC6 = [
@@ -48,6 +49,18 @@ const STANDARD_DIRS = ['etc', 'tmp', 'proc', 'dev', 'sys', 'run', 'var', 'var/tm
 const roots = new Map<string, string>();
 const librariesOf = new Map<string, string[]>();
 let rootsDir: string | undefined;
+let keptRootsDir: string | undefined;
+
+/**
+ * From now on, builds roots in `dir` and keeps them after the process ends: a later process reuses a root found
+ * complete there that was built from the same host files (sizes and modification times of PG_BIN's tools and of
+ * node), so an image imported from it stays unchanged. The directory is shared: call the builders under a lock.
+ */
+export function keepStandInRootsIn(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  keptRootsDir = dir;
+  roots.clear();
+}
 
 /** The helper image stand-in: sh (dash), SHELL_TOOLS, and pg_dump/pg_restore/psql in PG_BIN (also on /usr/bin). */
 export function helperRoot(): string {
@@ -62,7 +75,7 @@ export function helperRoot(): string {
     writeEtc(root, [['root', 0, '/root'], ['postgres', 999, '/var/lib/postgresql'], ['app', 1000, '/tmp']]);
     const forbidden = findEntries(root, (name) => name === 'node' || name === 'nodejs' || name.startsWith('libstdc++'));
     if (forbidden.length > 0) throw new Error(`the helper image stand-in must have no node and no libstdc++, but has: ${forbidden.join(', ')}`);
-  });
+  }, PG_TOOLS.map((tool) => join(PG_BIN, tool)));
 }
 
 /** The official node image stand-in: SHELL_TOOLS and `nodeBinary` as /usr/local/bin/node with its libraries. */
@@ -71,15 +84,18 @@ export function nodeImageRoot(nodeBinary: string): string {
   return cachedRoot(`node-${createHash('sha256').update(real).digest('hex').slice(0, 12)}`, (root) => {
     debianSkeleton(root);
     installBinaries(root, SHELL_TOOLS.map(hostTool));
-    // A hard link where it can (the binary is 120 MB): both are root's and read-only to everyone else.
-    try { linkSync(real, join(root, 'usr/local/bin/node')); } catch { copyFileSync(real, join(root, 'usr/local/bin/node')); }
+    // A hard link where it can (the binary is 120 MB): both are root's and read-only to everyone else. A kept root
+    // gets a copy: links made to the same file elsewhere would change its ctime, which k8s-image takes for a change.
+    const target = join(root, 'usr/local/bin/node');
+    if (keptRootsDir) copyFileSync(real, target);
+    else try { linkSync(real, target); } catch { copyFileSync(real, target); }
     chmodSync(join(root, 'usr/local/bin/node'), 0o755);
     for (const lib of sharedLibraries(real)) mirrorHostPath(root, lib);
     writeEtc(root, [['root', 0, '/root'], ['node', 1000, '/home/node']]);
     for (const needed of ['lib64/ld-linux-x86-64.so.2', 'lib/x86_64-linux-gnu/libstdc++.so.6', 'lib/x86_64-linux-gnu/libc.so.6']) {
       if (!existsSync(join(root, needed))) throw new Error(`the node image stand-in lacks /${needed}`);
     }
-  });
+  }, [real]);
 }
 
 /** A root with no C library: the static busybox at /bin/busybox and applet links for sh and SHELL_TOOLS. */
@@ -166,15 +182,23 @@ export function elfNeedsLoader(path: string): boolean {
   }
 }
 
-function cachedRoot(key: string, build: (root: string) => void): string {
+function cachedRoot(key: string, build: (root: string) => void, inputs: string[] = []): string {
   const known = roots.get(key);
   if (known) return known;
-  const root = join(rootsBase(), key);
-  rmSync(root, { recursive: true, force: true }); // a build of this process that threw half-way
+  const root = join(keptRootsDir ?? rootsBase(), key);
+  const stamp = inputs.map((file) => { const st = lstatSync(file); return `${file} ${st.size} ${st.mtimeMs}\n`; }).join('');
+  const complete = `${root}.complete`;
+  if (keptRootsDir && existsSync(complete) && readFileSync(complete, 'utf8') === stamp) {
+    roots.set(key, root);
+    return root;
+  }
+  rmSync(complete, { force: true });
+  rmSync(root, { recursive: true, force: true }); // a build of this process that threw half-way, or a stale kept one
   mkdirSync(root, { mode: 0o755 });
   build(root);
   const writable = findEntries(root, (_name, path) => { const st = lstatSync(path); return !st.isSymbolicLink() && (st.uid !== 0 || (st.mode & 0o022) !== 0); });
   if (writable.length > 0) throw new Error(`stand-in root ${key}: entries not root's or writable by others: ${writable.join(', ')}`);
+  if (keptRootsDir) writeFileSync(complete, stamp);
   roots.set(key, root);
   return root;
 }
@@ -184,7 +208,7 @@ function cachedRoot(key: string, build: (root: string) => void): string {
  * ended before its exit handlers run (then the next process that builds roots removes them).
  */
 export function removeStandInRoots(): void {
-  if (rootsDir) rmSync(rootsDir, { recursive: true, force: true });
+  if (rootsDir && !keptRootsDir) rmSync(rootsDir, { recursive: true, force: true });
   rootsDir = undefined;
   roots.clear();
 }
