@@ -6,6 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { redact } from './log';
+import type { FaultRecord } from './online/faults';
 import { formatBytes, formatDuration } from './progress';
 
 export type DatabaseStatus = 'migrated' | 'failed' | 'skipped' | 'interrupted' | 'dry-run' | 'planned';
@@ -52,6 +53,8 @@ export interface DatabaseResult {
   writePauseSeconds?: number;
   /** Online mode with fence: readOnly: the SQL that makes the source database writable again. */
   undoFenceSql?: string;
+  /** Online mode: the replication fault that failed the database (its kind and facts; the error says what to do). @default - none */
+  fault?: FaultRecord;
 }
 
 export interface RunTotals {
@@ -195,6 +198,7 @@ export function compactSummary(s: RunSummary, limit = TERMINATION_LOG_LIMIT): st
       status: d.status,
       ...(d.writePauseSeconds !== undefined ? { writePauseSeconds: d.writePauseSeconds } : {}),
       ...(d.phase ? { phase: d.phase } : {}),
+      ...(d.fault ? { fault: d.fault.kind } : {}),
       ...(d.error && errLen > 0 ? { error: d.error.length > errLen ? `${d.error.slice(0, errLen - 3)}...` : d.error } : {}),
       ...(d.reason && errLen > 0 ? { reason: d.reason.length > errLen ? `${d.reason.slice(0, errLen - 3)}...` : d.reason } : {}),
     })),

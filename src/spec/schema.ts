@@ -200,6 +200,12 @@ export const onlineSchema = z.strictObject({
     'Seconds the fenced source may wait for the destination to apply its last changes before the cutover fails and the fence is lifted.'),
   waitSeconds: d(z._default(positiveInt(), 7 * 24 * 3600),
     'Seconds to keep replicating while waiting for the cutover command (manual); then the run fails and removes its replication objects.'),
+  slotWaitSeconds: d(z._default(positiveInt(), 3600),
+    'Seconds the replication slot\'s creation may wait for transactions that hold a transaction id on the source server (any database, '
+    + 'prepared transactions too) to end; the log names them and how to end them meanwhile. Then that database fails and what it created is removed.'),
+  applyStallSeconds: d(z._default(positiveInt(), 3600),
+    'Seconds the subscription\'s apply worker may fail or not run while the lag does not go down (a conflicting row or missing column on the '
+    + 'destination, a privilege); the log names the cause to look for meanwhile. Then that database fails and its replication objects are removed.'),
   tablesWithoutKey: d(z._default(z.record(z.string().check(z.regex(/^[^.]+\.[^.]+$/, 'must be "schema.table"')), keylessTableAction), {}),
     'Tables without a primary key or replica identity, by "schema.table": exclude (not replicated; copied inside the write pause at cutover) '
     + 'or replicaIdentityFull (the operator has run ALTER TABLE ... REPLICA IDENTITY FULL on the source; pre-flight checks it). '

@@ -11,6 +11,7 @@ import { displayName, quoteIdent } from '../sql';
 import { capList, connectOrReport, endQuietly, plural, type Reporter } from '../preflight/reporter';
 import { replicationName } from './names';
 import { subscriptionExists } from './replication';
+import { blockerCount, describeBlockers, readSlotBlockers, rollbackPreparedSql, terminateSql } from './slot-blockers';
 import { surveyTables } from './tables';
 
 const CAP = 10;
@@ -24,6 +25,7 @@ export async function checkOnlineSource(db: RuntimeDatabase, config: RuntimeConf
     await checkSourcePrivileges(client, db, config, r);
     await checkTables(client, config, r);
     await reportRetention(client, r);
+    await reportOpenTransactions(client, config, r);
     const name = replicationName(config.name, db.name);
     const left = await client.query<{ what: string }>(`
       SELECT 'publication ' || pubname AS what FROM pg_catalog.pg_publication WHERE pubname = $1
@@ -135,6 +137,24 @@ async function reportRetention(client: Client, r: Reporter): Promise<void> {
   const wal = size?.rows[0]?.n ? `${(Number(size.rows[0].n) / 1048576).toFixed(0)} MiB of WAL now` : 'WAL size unknown (pg_ls_waldir needs pg_monitor)';
   r.warning('wal-retention', `the replication slot holds the source's WAL until the cutover (${wal}; max_slot_wal_keep_size ${limit ?? 'unknown'}`
     + `${limit === '-1' ? ': unlimited, so pg_wal grows by what the source writes until the cutover; watch its free disk space' : ': a slot that falls further behind is invalidated and the run fails'})`);
+}
+
+/** Transactions open longer than this are named before the slot is created. */
+const LONG_OPEN_SECONDS = 60;
+
+/**
+ * Transactions that would hold up the slot's creation if they are still open then: sessions (any database of the
+ * source server) whose transaction holds a transaction id and has been open longer than a minute, and prepared
+ * transactions, each with the statement that ends it.
+ */
+async function reportOpenTransactions(client: Client, config: RuntimeConfig, r: Reporter): Promise<void> {
+  const b = await readSlotBlockers(client, { minAgeSeconds: LONG_OPEN_SECONDS, allPrepared: true });
+  if (blockerCount(b) === 0) return;
+  const some = b.prepared.length ? `${plural(b.prepared.length, 'prepared transaction')}${b.sessions.length ? ' and ' : ''}` : '';
+  const what = `${some}${b.sessions.length ? `${plural(b.sessions.length, 'session')} with a transaction open longer than a minute` : ''}`;
+  r.warning('open-transactions', `${what} on the source server: creating the replication slot waits until they end (up to `
+    + `migration.online.slotWaitSeconds, ${config.migration.online.slotWaitSeconds}s): ${describeBlockers(b)}. Ending them is your call`,
+  [...b.sessions.map((s) => `${terminateSql(s)};`), ...b.prepared.map((p) => `${rollbackPreparedSql(p)};  -- in database ${quoteIdent(p.database)}`)].join('\n'));
 }
 
 /** The destination user may create the subscription: superuser (15 and older) or pg_create_subscription (16+). */

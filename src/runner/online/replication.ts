@@ -37,19 +37,32 @@ export interface CreatedSlot {
 }
 
 /**
+ * Watches a slot's creation from another session while it runs on the walsender `pid` (begun at `started`), until
+ * `created` settles; throws to give up (having cancelled the creation).
+ */
+export type SlotCreationWatch = (pid: number, started: Date, created: Promise<unknown>) => Promise<void>;
+
+/**
  * Creates the logical slot on a replication connection to the source database and keeps the connection open,
- * idle, so its exported snapshot stays importable.
+ * idle, so its exported snapshot stays importable. `watch` runs beside the creation (slot-wait.ts).
  */
 export async function createSlotWithSnapshot(
-  ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, name: string, connectTimeoutSeconds: number,
+  ep: ResolvedEndpoint, env: NodeJS.ProcessEnv, name: string, connectTimeoutSeconds: number, watch?: SlotCreationWatch,
 ): Promise<CreatedSlot> {
   const repl = await connect(ep, env, { readOnly: true, connectTimeoutSeconds, replication: true, applicationName: 'db-migration slot' });
   try {
+    const started = new Date();
     // The pre-15 syntax, which every supported server still accepts.
-    const res = await repl.query<{ consistent_point: string; snapshot_name: string }>(
+    const creating = repl.query<{ consistent_point: string; snapshot_name: string }>(
       `CREATE_REPLICATION_SLOT ${ident(name)} LOGICAL pgoutput EXPORT_SNAPSHOT`,
     );
-    const row = res.rows[0];
+    if (watch) {
+      const watching = watch((repl as unknown as { processID: number }).processID, started, creating);
+      watching.catch(() => undefined);
+      // A creation the watcher cancelled fails with the watcher's reason, not the server's "canceling statement".
+      await Promise.race([creating, watching]).catch(async (err: unknown) => { throw await watching.then(() => err, (why: unknown) => why); });
+    }
+    const row = (await creating).rows[0];
     return { lsn: row.consistent_point, snapshot: row.snapshot_name, close: () => closeClient(repl) };
   } catch (err) {
     await closeClient(repl);

@@ -3,15 +3,17 @@
  * then the subscription bound to the slot. Whatever it created is dropped again if it fails.
  */
 import type { Client } from 'pg';
+import type { LogFields } from '../log';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
 import type { StreamResult } from '../stream';
 import { subscriptionConninfo } from './conninfo';
 import { replicationName } from './names';
 import { createPublication, createSlotWithSnapshot, createSubscription, dropReplication, enableSubscription, readReplicationObjects } from './replication';
 import { endQuietly, openDestinationAdmin, openSourceAdmin } from './sessions';
+import { watchSlotCreation } from './slot-wait';
 import { planPublication, type PublicationPlan } from './tables';
 
-export type OnlineLog = (level: 'info' | 'ok' | 'warn' | 'error', message: string) => void;
+export type OnlineLog = (level: 'info' | 'ok' | 'warn' | 'error', message: string, fields?: LogFields) => void;
 
 export interface ReplicationStart {
   readonly name: string;
@@ -26,6 +28,10 @@ export interface StartOptions {
   readonly log: OnlineLog;
   /** The initial copy (stream mode) in the given exported snapshot. */
   readonly copy: (snapshot: string) => Promise<StreamResult>;
+  /** While the slot's creation waits, a line naming what it waits for at least this often. */
+  readonly progressIntervalMs: number;
+  /** Stops the wait for the slot (the creation is cancelled). @default - never */
+  readonly signal?: AbortSignal;
 }
 
 /** Removes this database's replication objects; returns what it removed. Never throws for a missing destination database. */
@@ -56,7 +62,9 @@ export async function startReplication(db: RuntimeDatabase, config: RuntimeConfi
     const plan = await planPublication(admin, config);
     await createPublication(admin, name, plan.replicated);
     created = true;
-    const slot = await createSlotWithSnapshot(db.source, env, name, t);
+    const slot = await createSlotWithSnapshot(db.source, env, name, t, (pid, started, creating) => watchSlotCreation(pid, started, creating, {
+      admin, name, log, intervalMs: opts.progressIntervalMs, limitSeconds: config.migration.online.slotWaitSeconds, signal: opts.signal,
+    }));
     log('info', `publication and logical replication slot ${name} created on the source (${plan.replicated.length} tables published`
       + `${plan.atCutover.length ? `, ${plan.atCutover.length} copied at cutover` : ''}); replication starts at LSN ${slot.lsn}, `
       + `the copy reads the slot's snapshot ${slot.snapshot}`);

@@ -1,6 +1,7 @@
 /** What a database's failed or interrupted migration records: the phase, a message that says why, and the tool's last lines. */
 import { humanError } from '../errors';
 import { ToolTimeoutError } from '../exec';
+import { faultFields, ReplicationFault } from '../online/faults';
 import { formatDuration } from '../progress';
 import { PhaseError } from '../retry';
 import type { Phase } from '../summary';
@@ -19,13 +20,14 @@ export async function recordFailure(run: DatabaseRun, err: unknown): Promise<voi
     return;
   }
   const differences = cause instanceof VerificationFailed ? cause.differences : undefined;
-  const message = cause instanceof VerificationFailed ? cause.message
+  const fault = cause instanceof ReplicationFault ? cause.fault : undefined;
+  const message = cause instanceof VerificationFailed || fault ? (cause as Error).message
     : cause instanceof ToolTimeoutError ? `timed out after ${formatDuration(cause.elapsedMs / 1000)} (limit ${formatDuration(cause.timeoutMs / 1000)})`
       : (failedPhase === 'dump' ? await dumpFailure(cause, run.db, run.facts, run.config, run.parallel) : undefined) ?? humanError(cause);
   const attempts = pe && pe.attempts > 1 ? ` (after ${pe.attempts} attempts)` : '';
-  run.record({ status: 'failed', phase: failedPhase, error: `${message}${attempts}`, ...(differences ? { differences } : {}) });
+  run.record({ status: 'failed', phase: failedPhase, error: `${message}${attempts}`, ...(differences ? { differences } : {}), ...(fault ? { fault } : {}) });
   const flog = log.child({ phase: failedPhase });
-  flog.error(`${failedPhase} failed${attempts}: ${message}`);
+  flog.error(`${failedPhase} failed${attempts}: ${message}`, fault ? faultFields(fault) : undefined);
   for (const d of differences ?? []) flog.error(`difference: ${d}`);
   if (!differences && cause instanceof Error && 'stderrTail' in cause) {
     for (const line of (cause as { stderrTail: readonly string[] }).stderrTail.slice(-10)) flog.info(`| ${line}`);

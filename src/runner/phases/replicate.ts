@@ -4,7 +4,9 @@
  * from the slot and subscription an earlier attempt left (nothing copied twice, nothing missed); if they are
  * gone, it starts over like a half-restored database.
  */
-import { formatBytes, formatDuration } from '../progress';
+import { classifyError } from '../errors';
+import { DEFAULT_PROGRESS_INTERVAL_MS, formatBytes, formatDuration } from '../progress';
+import { ReplicationFault } from '../online/faults';
 import { withRetry } from '../retry';
 import { replicationExists, startReplication, type OnlineLog } from '../online/setup';
 import { replicationName } from '../online/names';
@@ -22,7 +24,7 @@ export interface Replication {
 }
 
 export function onlineLog(log: Logger): OnlineLog {
-  return (level, msg) => log[level](msg);
+  return (level, msg, fields) => log[level](msg, fields);
 }
 
 export async function replicatePhase(run: DatabaseRun): Promise<Replication> {
@@ -42,12 +44,18 @@ export async function replicatePhase(run: DatabaseRun): Promise<Replication> {
     return startReplication(run.runtimeDb, run.config, {
       env: run.env,
       log: onlineLog(log),
+      progressIntervalMs: run.options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS,
+      signal: run.signal,
       copy: (snapshot) => runStream(run.runtimeDb, config, {
         env: run.env, binDir: run.options.binDir ?? run.env.PG_BIN, signal: run.signal, log, timeoutMs: budgetSeconds * 1000,
         progressIntervalMs: run.options.progressIntervalMs, importSnapshot: snapshot,
       }),
     });
-  }, { ...run.retry, phase: 'replicate', logger: log, beforeRetry: run.beforeRetry, timeoutSetting: 'migration.timeouts.dump / migration.timeouts.restore' }));
+  }, {
+    ...run.retry, phase: 'replicate', logger: log, beforeRetry: run.beforeRetry, timeoutSetting: 'migration.timeouts.dump / migration.timeouts.restore',
+    // A replication fault (the slot's wait exceeded) meets the same blockers again: never retried.
+    classify: (err) => (err instanceof ReplicationFault ? { transient: false, reason: err.fault.kind } : classifyError(err)),
+  }));
   await run.mark('replicating', log);
   const c = started.copy;
   run.record({ streamSeconds: seconds, bytesCopied: c.bytes, rowsCopied: c.rows });

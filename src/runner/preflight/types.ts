@@ -34,6 +34,7 @@ export type PreflightCheck =
   | 'not-replicated' // large objects, unlogged and excluded tables: copied at cutover
   | 'wal-retention' // the slot holds WAL until the cutover
   | 'replication-leftovers' // replication objects of an earlier attempt
+  | 'open-transactions' // long-open and prepared transactions on the source server would hold up the slot's creation
   | 'subscription-privilege'; // the destination user may not create a subscription
 
 export interface PreflightProblem {
