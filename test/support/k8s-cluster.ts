@@ -119,11 +119,16 @@ export async function importImage(name: string, root: 'helper' | 'node', ...opti
   if (r.code !== 0) throw new Error(`k8s-image ${name} exited ${r.code}:\n${r.stdout}${r.stderr}`);
 }
 
-/** Removes images from the cluster's containerd (crictl of the kit, on its socket). */
+/**
+ * Removes images from the cluster's containerd, those it does not hold aside (crictl of the kit, on its socket).
+ * Careful: crictl rmi removes the image id, with every name it has.
+ */
 export async function removeImages(names: readonly string[]): Promise<void> {
   const socket = `unix://${join(STATE_DIR, 'containerd', 'containerd.sock')}`;
-  const r = await run(join(STATE_DIR, 'bin', 'crictl'), ['--runtime-endpoint', socket, '--image-endpoint', socket, 'rmi', ...names]);
-  if (r.code !== 0 && !/not found|NotFound/i.test(r.stderr)) throw new Error(`crictl rmi ${names.join(' ')} exited ${r.code}: ${r.stderr}`);
+  for (const name of names) {
+    const r = await run(join(STATE_DIR, 'bin', 'crictl'), ['--runtime-endpoint', socket, '--image-endpoint', socket, 'rmi', name]);
+    if (r.code !== 0 && !/no such image|not found/i.test(r.stderr)) throw new Error(`crictl rmi ${name} exited ${r.code}: ${r.stderr}`);
+  }
 }
 
 /** The image names the node reports (`kubectl get node`): what containerd holds. */

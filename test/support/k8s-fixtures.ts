@@ -22,6 +22,16 @@ export async function loadPagila(server: PgServer, name = 'pagila'): Promise<voi
   await server.psqlFile(join(FIXTURES, 'pagila', 'pagila-data.sql'), name);
 }
 
+/** chinook: its script creates and fills database chinook_auto_increment. */
+export async function loadChinook(server: PgServer): Promise<void> {
+  await server.psqlFile(join(FIXTURES, 'chinook', 'Chinook_PostgreSql_AutoIncrementPKs.sql'));
+}
+
+export async function loadNorthwind(server: PgServer): Promise<void> {
+  await server.query('CREATE DATABASE northwind');
+  await server.psqlFile(join(FIXTURES, 'northwind', 'northwind.sql'), 'northwind');
+}
+
 /** A small database of its own: one table of `rows` rows and its sequence. */
 export async function createSmallDatabase(server: PgServer, name: string, rows = 500): Promise<void> {
   await server.query(`CREATE DATABASE ${name}`);
@@ -44,4 +54,34 @@ export async function privilegeFacts(server: PgServer, database: string): Promis
     WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1`, database);
   const policies = await server.query('SELECT schemaname, tablename, policyname, roles::text, cmd, qual, with_check FROM pg_policies ORDER BY 1, 2, 3', database);
   return [relations, schemas, policies];
+}
+
+/** Rows enough that restoring `createBigDatabase` takes several seconds here (about 100 MB of table data). */
+export const BIG_ROWS = 1_500_000;
+
+/** A database with one table of BIG_ROWS rows, its primary key, a second index and a sequence. */
+export async function createBigDatabase(server: PgServer, name: string): Promise<void> {
+  await server.query(`CREATE DATABASE ${name}`);
+  await server.query(`CREATE TABLE events (id bigserial PRIMARY KEY, account int NOT NULL, at timestamptz NOT NULL, payload text NOT NULL);
+    INSERT INTO events (account, at, payload)
+      SELECT g % 5000, '2024-01-01'::timestamptz + g * interval '1 second', md5(g::text) FROM generate_series(1, ${BIG_ROWS}) g;
+    CREATE INDEX events_account_at ON events (account, at);`, name);
+}
+
+/**
+ * Every table's row count and an order-independent digest of its rows (the sum of a 64-bit hash of each row's
+ * text), and every sequence's state: compare.ts's fingerprint for tables too large to aggregate as one string.
+ */
+export async function tableDigests(server: PgServer, database: string): Promise<Record<string, unknown>> {
+  const tables = await server.query<{ name: string }>(`
+    SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables
+    WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`, database);
+  const out: Record<string, unknown> = {};
+  for (const { name } of tables) {
+    [out[name]] = await server.query(`SELECT count(*)::bigint AS rows, sum(hashtextextended(t::text, 0)::numeric)::text AS digest FROM ${name} t`, database);
+  }
+  for (const s of await server.query<{ name: string; last_value: string | null }>("SELECT format('%I.%I', schemaname, sequencename) AS name, last_value::text FROM pg_sequences", database)) {
+    out[s.name] = s.last_value;
+  }
+  return out;
 }
