@@ -2,7 +2,7 @@
 export * from './chart';
 export { migrationSpecSchema, secretKeyRef } from './spec/schema';
 export type { DatabaseSpec, MigrationSpec, MigrationSpecInput, SecretKeyRef, SslMode } from './spec/schema';
-export { loadSpecFile, parseSpec } from './spec/load';
+export { loadSpecFile, parseSpec, validateSpec } from './spec/load';
 export { formatIssue, SpecError } from './spec/issues';
 export type { SpecIssue } from './spec/issues';
 export { CONTAINER_PATHS, runtimeConfigSchema, secretUses, toRuntimeConfig } from './spec/runtime-config';

@@ -4,9 +4,11 @@
 import type * as z from 'zod/mini';
 
 export interface SpecIssue {
+  /** The file, or for a spec given as an object (validateSpec) what it was given to. */
   readonly file: string;
-  readonly line: number;
-  readonly col: number;
+  /** Absent for a spec given as an object. */
+  readonly line?: number;
+  readonly col?: number;
   /** Dotted field path, e.g. `databases[0].source.password`. */
   readonly path: string;
   readonly message: string;
@@ -19,8 +21,10 @@ export class SpecError extends Error {
   }
 }
 
+/** `FILE:LINE:COL field.path: message`; for a spec given as an object, `SOURCE: field.path: message`. */
 export function formatIssue(i: SpecIssue): string {
-  return `${i.file}:${i.line}:${i.col} ${i.path || '(top level)'}: ${i.message}`;
+  const where = i.line === undefined ? `${i.file}:` : `${i.file}:${i.line}:${i.col}`;
+  return `${where} ${i.path || '(top level)'}: ${i.message}`;
 }
 
 export function formatPath(path: readonly PropertyKey[]): string {

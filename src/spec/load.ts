@@ -33,12 +33,29 @@ export function parseSpec(text: string, file = 'migration.yaml'): MigrationSpec 
     }));
   }
   const raw: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
-  const issues: SpecIssue[] = [];
-  const locate = (path: readonly PropertyKey[], onKey = false) => {
-    const { line, col } = at(nodeOffset(doc, path, onKey));
-    return { file, line, col };
-  };
+  const { spec, issues } = checkSpec(raw, (path, onKey) => ({ file, ...at(nodeOffset(doc, path, onKey)) }));
+  if (spec === undefined) {
+    issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0));
+    throw new SpecError(dedupe(issues));
+  }
+  return spec;
+}
 
+/**
+ * Validates a spec given as an object (from code rather than a file): the same rules and messages as parseSpec,
+ * each problem naming `source` and its field path (there is no line to give). Throws SpecError with every problem.
+ */
+export function validateSpec(input: unknown, source = 'spec'): MigrationSpec {
+  const { spec, issues } = checkSpec(input ?? {}, () => ({ file: source }));
+  if (spec === undefined) throw new SpecError(dedupe(issues));
+  return spec;
+}
+
+type Locate = (path: readonly PropertyKey[], onKey: boolean) => Pick<SpecIssue, 'file' | 'line' | 'col'>;
+
+/** The spec, or every problem with it: the schema's, then the rules across fields. */
+function checkSpec(raw: unknown, locate: Locate): { spec?: MigrationSpec; issues: SpecIssue[] } {
+  const issues: SpecIssue[] = [];
   const result = migrationSpecSchema.safeParse(raw, { reportInput: true });
   if (!result.success) {
     for (const issue of result.error.issues) {
@@ -58,18 +75,14 @@ export function parseSpec(text: string, file = 'migration.yaml'): MigrationSpec 
         const inner = issue.issues[0];
         issues.push({ ...locate(issue.path, true), path: formatPath(issue.path), message: inner ? describeIssue(inner) : issue.message });
       } else {
-        issues.push({ ...locate(issue.path), path: formatPath(issue.path), message: describeIssue(issue) });
+        issues.push({ ...locate(issue.path, false), path: formatPath(issue.path), message: describeIssue(issue) });
       }
     }
   }
   for (const c of crossFieldIssues(raw)) {
-    issues.push({ ...locate(c.path, c.onKey), path: formatPath(c.path), message: c.message });
+    issues.push({ ...locate(c.path, c.onKey ?? false), path: formatPath(c.path), message: c.message });
   }
-  if (issues.length > 0) {
-    issues.sort((a, b) => a.line - b.line || a.col - b.col);
-    throw new SpecError(dedupe(issues));
-  }
-  return result.data as MigrationSpec;
+  return issues.length === 0 && result.success ? { spec: result.data as MigrationSpec, issues } : { issues };
 }
 
 /** Offset of the node at `path`, or of its closest existing ancestor. */
