@@ -3,22 +3,24 @@
  * bundle and its entrypoint, and proof that no secret value reaches the YAML.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { App, Testing } from 'cdk8s';
-import { gunzipSync } from 'node:zlib';
+import { brotliDecompressSync } from 'node:zlib';
 import {
-  ANNOTATIONS_LIMIT_BYTES, appliedAnnotationsBytes, bundleRunner, CONFIG_SHA256_ANNOTATION, CONFIGMAP_DATA_LIMIT_BYTES, gzipRunner,
-  MigrationChart, RUNNER_SHA256_ANNOTATION, sha256Hex, synthManifests,
+  ANNOTATIONS_LIMIT_BYTES, appliedAnnotationsBytes, assertFitsConfigMap, bundleRunner, compressRunner, CONFIG_SHA256_ANNOTATION,
+  CONFIGMAP_DATA_LIMIT_BYTES, MigrationChart, packRunner, RUNNER_PART_MAX_BYTES, RUNNER_SHA256_ANNOTATION, sha256Hex, synthManifests,
 } from '../src/chart';
 import { version as packageVersion } from '../package.json';
 import { loadSpecFile, parseSpec } from '../src/spec/load';
 import { CONTAINER_PATHS, caCertPath, secretUses, toRuntimeConfig } from '../src/spec/runtime-config';
-import type { MigrationSpec } from '../src/spec/schema';
+import { SpecError } from '../src/spec/issues';
+import type { MigrationSpec, MigrationSpecInput } from '../src/spec/schema';
 
 type Obj = Record<string, any>;
 
@@ -62,16 +64,49 @@ function exampleWith(edit: (doc: Obj) => void): MigrationSpec {
 /** What snapshots show instead of the runner bundle, so they do not change whenever src/runner does. */
 const BUNDLE_PLACEHOLDER = '<runner.js: the esbuild bundle of src/runner/main.ts>';
 
-/** The synthesized YAML with the runner bundle (gzip, base64) and its sha256 replaced by placeholders. */
+/**
+ * The synthesized YAML with the runner (one compressed part, base64), its size and the sha256 digests replaced by
+ * placeholders, so that the snapshots need not change with brotli's output.
+ */
 function snapshotYaml(spec: MigrationSpec): string {
   const { yaml } = synthManifests(spec, { runnerBundle: BUNDLE_PLACEHOLDER });
-  const gzBase64 = gzipRunner(BUNDLE_PLACEHOLDER).toString('base64');
-  expect(yaml).toContain(gzBase64);
-  return yaml.replace(gzBase64, '<runner.js.gz, base64>').replace(sha256Hex(BUNDLE_PLACEHOLDER), '<sha256 of runner.js>');
+  const { parts: [part], manifest } = packRunner(BUNDLE_PLACEHOLDER);
+  const replaced = [
+    [part.data.toString('base64'), '<runner.js.br.1: the brotli-compressed runner.js, base64>'],
+    [manifest.parts[0].sha256, '<sha256 of runner.js.br.1>'],
+    [sha256Hex(BUNDLE_PLACEHOLDER), '<sha256 of runner.js>'],
+  ];
+  const text = replaced.reduce((t, [from, to]) => {
+    expect(t).toContain(from);
+    return t.replaceAll(from, to);
+  }, yaml);
+  const partSize = new RegExp(`("file": "runner\\.js\\.br\\.1",\\s+"bytes": )${part.data.length},`);
+  expect(text).toMatch(partSize);
+  return text.replace(partSize, '$1<its size>,');
 }
 
-/** What node reads: runner.js.gz unpacked. */
-const gunzipped = (cm: Obj) => gunzipSync(Buffer.from(cm.binaryData['runner.js.gz'], 'base64')).toString('utf8');
+/** The runner's ConfigMaps, in order. */
+const runnerConfigMaps = (objects: Obj[]) => objects.filter((o) => o.kind === 'ConfigMap' && /-runner-\d+$/.test(o.metadata.name));
+
+/** What the loader runs: the parts (from the runner's ConfigMaps, in order) put together and unpacked. */
+function unpacked(objects: Obj[]): string {
+  const parts = runnerConfigMaps(objects).map((cm, i) => {
+    expect(Object.keys(cm.binaryData)).toEqual([`runner.js.br.${i + 1}`]);
+    return Buffer.from(cm.binaryData[`runner.js.br.${i + 1}`], 'base64');
+  });
+  return brotliDecompressSync(Buffer.concat(parts)).toString('utf8');
+}
+
+/** Every file of the pod's script volume (the script ConfigMap and the runner's ConfigMaps), written to a new directory. */
+function scriptDirectory(objects: Obj[], prefix: string): string {
+  const dir = tempDir(prefix);
+  const script = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.endsWith('-script'))!;
+  for (const [key, text] of Object.entries<string>(script.data)) writeFileSync(join(dir, key), text);
+  for (const cm of runnerConfigMaps(objects)) {
+    for (const [key, base64] of Object.entries<string>(cm.binaryData)) writeFileSync(join(dir, key), Buffer.from(base64, 'base64'));
+  }
+  return dir;
+}
 
 /** Bytes that gzip cannot shrink, as a JavaScript program (to stand in for a runner that grew too large). */
 function incompressibleRunner(bytes: number): string {
@@ -89,10 +124,11 @@ describe('snapshots', () => {
 });
 
 describe('objects, names, namespace and labels', () => {
-  it('given the example, when synthesized, then it yields ServiceAccount, two ConfigMaps and the Job in apply order, named without hashes', () => {
+  it('given the example, when synthesized, then it yields ServiceAccount, the script, runner and config ConfigMaps and the Job in apply order, named without hashes', () => {
     const { objects, yaml } = synth(loadSpecFile(EXAMPLE));
     expect(objects.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
-      'ServiceAccount/db-migration', 'ConfigMap/db-migration-script', 'ConfigMap/db-migration-config', 'Job/db-migration',
+      'ServiceAccount/db-migration', 'ConfigMap/db-migration-script', 'ConfigMap/db-migration-runner-1', 'ConfigMap/db-migration-config',
+      'Job/db-migration',
     ]);
     const docs = parseAllDocuments(yaml).map((d) => d.toJS());
     expect(docs).toEqual(objects);
@@ -101,7 +137,7 @@ describe('objects, names, namespace and labels', () => {
   it('given full.yaml, when synthesized, then the NetworkPolicy sits between the ConfigMaps and the Job', () => {
     const { objects } = synth(loadSpecFile(FULL));
     expect(objects.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
-      'ServiceAccount/orders-move', 'ConfigMap/orders-move-script', 'ConfigMap/orders-move-config',
+      'ServiceAccount/orders-move', 'ConfigMap/orders-move-script', 'ConfigMap/orders-move-runner-1', 'ConfigMap/orders-move-config',
       'NetworkPolicy/orders-move', 'Job/orders-move',
     ]);
   });
@@ -109,7 +145,8 @@ describe('objects, names, namespace and labels', () => {
   it('given full.yaml, when synthesized, then every object is in the spec namespace with the standard labels plus spec.labels', () => {
     const { objects } = synth(loadSpecFile(FULL));
     const components: Record<string, string> = {
-      'ServiceAccount/orders-move': 'runner', 'ConfigMap/orders-move-script': 'runner', 'ConfigMap/orders-move-config': 'config',
+      'ServiceAccount/orders-move': 'runner', 'ConfigMap/orders-move-script': 'runner', 'ConfigMap/orders-move-runner-1': 'runner',
+      'ConfigMap/orders-move-config': 'config',
       'NetworkPolicy/orders-move': 'network-policy', 'Job/orders-move': 'job',
     };
     for (const o of objects) {
@@ -129,20 +166,60 @@ describe('objects, names, namespace and labels', () => {
     expect(podOf(objects).metadata.labels).toEqual(one(objects, 'Job').metadata.labels);
   });
 
-  it('fails when spec.labels sets a label db-migration owns: refused by the spec, and by the chart if the spec is bypassed', () => {
+  it('fails when spec.labels sets a label db-migration owns: refused by the spec, and by the chart, which validates what it is given', () => {
     expect(() => exampleWith((d) => { d.labels = { 'app.kubernetes.io/instance': 'other' }; }))
       .toThrow(/labels\.app\.kubernetes\.io\/instance: is set by db-migration itself/);
     const spec = { ...exampleWith(() => undefined), labels: { 'app.kubernetes.io/instance': 'other' } };
-    expect(() => synth(spec)).toThrow(/labels: "app.kubernetes.io\/instance" is set by db-migration on every object/);
+    expect(() => synth(spec)).toThrow(/^spec of MigrationChart "db-migration": labels\.app\.kubernetes\.io\/instance: is set by db-migration itself/);
   });
 
   it('given a chart built directly in a cdk8s app, when synthesized by cdk8s, then names carry no hash either', () => {
     const app = Testing.app();
     const chart = new MigrationChart(app, 'anything', { spec: loadSpecFile(FULL), runnerBundle: STAND_IN_BUNDLE });
     expect((Testing.synth(chart) as Obj[]).map((o) => o.metadata.name).sort()).toEqual([
-      'orders-move', 'orders-move', 'orders-move', 'orders-move-config', 'orders-move-script',
+      'orders-move', 'orders-move', 'orders-move', 'orders-move-config', 'orders-move-runner-1', 'orders-move-script',
     ]);
     expect(app).toBeInstanceOf(App);
+  });
+});
+
+describe('a spec given as an object, from code', () => {
+  const CORPUS = join(ROOT, 'test', 'fixtures', 'invalid-specs');
+  const raw = (file: string) => parseAllDocuments(readFileSync(file, 'utf8'))[0].toJS() as MigrationSpecInput;
+
+  it.each([['the example', EXAMPLE], ['full.yaml', FULL]])('given %s as an object, when the chart is built in an app, then its objects equal synth\'s for the file, one for one', (_label, file) => {
+    const chart = new MigrationChart(Testing.app(), 'migration', { spec: raw(file), runnerBundle: STAND_IN_BUNDLE });
+    expect(Testing.synth(chart)).toEqual(synth(loadSpecFile(file)).objects);
+    expect(chart.spec).toEqual(loadSpecFile(file));
+  });
+
+  it('given a migration.yaml, when the chart is made with fromSpecFile, then it equals synth\'s; an invalid file fails with its lines and columns', () => {
+    const chart = MigrationChart.fromSpecFile(Testing.app(), 'migration', FULL, { runnerBundle: STAND_IN_BUNDLE });
+    expect(Testing.synth(chart)).toEqual(synth(loadSpecFile(FULL)).objects);
+    const bad = join(CORPUS, '01-literal-password.yaml');
+    expect(() => MigrationChart.fromSpecFile(Testing.app(), 'migration', bad)).toThrow(new RegExp(`^${bad}:\\d+:\\d+ databases\\[0\\]\\.source\\.password: a literal password is not allowed`));
+  });
+
+  const corpus = readdirSync(CORPUS).filter((f) => f.endsWith('.yaml')).sort();
+  const representable = corpus.filter((f) => parseAllDocuments(readFileSync(join(CORPUS, f), 'utf8'))[0].errors.length === 0);
+
+  it('has every invalid spec of the corpus as an object but the one that is not YAML', () => {
+    expect(corpus.filter((f) => !representable.includes(f))).toEqual(['23-yaml-syntax.yaml']);
+  });
+
+  it.each(representable)('given %s as an object, when the chart is built, then it fails with the corpus\'s messages, each with its field path', (name) => {
+    // the corpus's `# expect: LINE:COL field.path: message` lines, without the line and column
+    const expected = readFileSync(join(CORPUS, name), 'utf8').split('\n').filter((l) => l.startsWith('# expect: '))
+      .map((l) => `spec of MigrationChart "migration": ${l.slice('# expect: '.length).replace(/^\d+:\d+ /, '')}`);
+    expect(expected.length).toBeGreaterThan(0);
+    let error: unknown;
+    try {
+      new MigrationChart(Testing.app(), 'migration', { spec: raw(join(CORPUS, name)), runnerBundle: STAND_IN_BUNDLE });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(SpecError);
+    expect((error as SpecError).message.split('\n').sort()).toEqual([...expected].sort());
   });
 });
 
@@ -316,7 +393,16 @@ describe('the Job', () => {
       { name: 'dumps', emptyDir: { sizeLimit: '100Gi' } },
       { name: 'logs', emptyDir: { sizeLimit: '2Gi' } },
       { name: 'tmp', emptyDir: { sizeLimit: '512Mi' } },
-      { name: 'script', configMap: { name: 'orders-move-script', defaultMode: 0o444 } },
+      {
+        name: 'script',
+        projected: {
+          defaultMode: 0o444,
+          sources: [
+            { configMap: { name: 'orders-move-script', optional: false } },
+            { configMap: { name: 'orders-move-runner-1', optional: true } },
+          ],
+        },
+      },
       { name: 'config', configMap: { name: 'orders-move-config', defaultMode: 0o444 } },
       { name: 'node-runtime', emptyDir: { sizeLimit: '256Mi' } },
       { name: 'ca-0', secret: { secretName: 'destination-tls', items: [{ key: 'ca.pem', path: 'ca.pem' }], defaultMode: 0o444, optional: false } },
@@ -383,8 +469,8 @@ describe('images', () => {
    * entrypoint's messages; the node runtime's in the init container, the entrypoint and the copy script.
    */
   function imageReferences(objects: Obj[]): { helper: string[]; runtime: string[] } {
-    const script = find(objects, 'ConfigMap').find((o) => o.data['entrypoint.sh'])!.data;
-    const config = JSON.parse((find(objects, 'ConfigMap').find((o) => o.data['config.json'])!).data['config.json']);
+    const script = find(objects, 'ConfigMap').find((o) => o.data?.['entrypoint.sh'])!.data;
+    const config = JSON.parse((find(objects, 'ConfigMap').find((o) => o.data?.['config.json'])!).data['config.json']);
     const pod = podOf(objects).spec;
     return {
       helper: [containerOf(objects).image, config.image, /^IMAGE='([^']+)'$/m.exec(script['entrypoint.sh'])![1]],
@@ -462,46 +548,121 @@ describe('ConfigMaps', () => {
     expect(cm.data['config.json']).toBe(JSON.stringify(toRuntimeConfig(spec), null, 2));
   });
 
-  it('given a runner bundle, when synthesized, then the script ConfigMap holds it gzip-compressed, its loader, the entrypoint, the node copy script and the cutover command', () => {
-    const cm = one(synth(loadSpecFile(EXAMPLE)).objects, 'ConfigMap', 'db-migration-script');
-    expect(Object.keys(cm.data).sort()).toEqual(['copy-node-runtime.sh', 'cutover.sh', 'entrypoint.sh', 'load-runner.js']);
-    expect(Object.keys(cm.binaryData)).toEqual(['runner.js.gz']);
-    expect(gunzipped(cm)).toBe(STAND_IN_BUNDLE);
+  it('given a runner bundle, when synthesized, then the script ConfigMap holds its loader and manifest, the entrypoint, the node copy script and the cutover command, and a runner ConfigMap the runner, brotli-compressed', () => {
+    const { objects } = synth(loadSpecFile(EXAMPLE));
+    const cm = one(objects, 'ConfigMap', 'db-migration-script');
+    expect(Object.keys(cm.data).sort()).toEqual(['copy-node-runtime.sh', 'cutover.sh', 'entrypoint.sh', 'load-runner.js', 'runner.json']);
+    expect(cm.binaryData).toBeUndefined();
+    expect(runnerConfigMaps(objects).map((o) => o.metadata.name)).toEqual(['db-migration-runner-1']);
+    expect(unpacked(objects)).toBe(STAND_IN_BUNDLE);
+    const part = Buffer.from(one(objects, 'ConfigMap', 'db-migration-runner-1').binaryData['runner.js.br.1'], 'base64');
+    expect(JSON.parse(cm.data['runner.json'])).toEqual({
+      format: 1,
+      encoding: 'br',
+      file: 'runner.js',
+      bytes: Buffer.byteLength(STAND_IN_BUNDLE),
+      sha256: sha256Hex(STAND_IN_BUNDLE),
+      parts: [{ file: 'runner.js.br.1', bytes: part.length, sha256: createHash('sha256').update(part).digest('hex'), source: 'ConfigMap db-migration-runner-1' }],
+      remedy: 'apply every object synth wrote (kubectl apply -f dist), then start the Job again',
+    });
     expect(cm.data['entrypoint.sh']).toContain(
       'exec $NODE --max-semi-space-size=1 --max-opt=2 /opt/db-migration/load-runner.js --config /etc/db-migration/config/config.json "$@"',
     );
   });
 
-  it('given the loader and runner.js.gz in a directory, when node runs the loader, then the runner runs as the main module with the arguments', () => {
+  it('given a runner that does not compress below a part (200 KB of random bytes), when synthesized, then it is split into parts of equal size, each under the part limit, in ConfigMaps the Job mounts in order', () => {
+    const runner = incompressibleRunner(200_000);
+    const { objects } = synth(loadSpecFile(EXAMPLE), runner);
+    const parts = runnerConfigMaps(objects);
+    const count = Math.ceil(compressRunner(runner).length / RUNNER_PART_MAX_BYTES);
+    expect(count).toBeGreaterThanOrEqual(3);
+    expect(parts.map((o) => o.metadata.name)).toEqual(Array.from({ length: count }, (_, i) => `db-migration-runner-${i + 1}`));
+    const sizes = parts.map((cm, i) => Buffer.from(cm.binaryData[`runner.js.br.${i + 1}`], 'base64').length);
+    for (const size of sizes) expect(size).toBeLessThanOrEqual(RUNNER_PART_MAX_BYTES);
+    expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
+    expect(unpacked(objects)).toBe(runner);
+    for (const cm of parts) expect(appliedAnnotationsBytes(cm)).toBeLessThan(ANNOTATIONS_LIMIT_BYTES / 2.5);
+    const manifest = JSON.parse(one(objects, 'ConfigMap', 'db-migration-script').data['runner.json']);
+    expect(manifest.parts.map((p: Obj) => [p.file, p.bytes, p.source])).toEqual(sizes.map((size, i) => [`runner.js.br.${i + 1}`, size, `ConfigMap db-migration-runner-${i + 1}`]));
+    expect(podOf(objects).spec.volumes.find((v: Obj) => v.name === 'script').projected.sources.map((s: Obj) => s.configMap)).toEqual([
+      { name: 'db-migration-script', optional: false },
+      ...parts.map((cm) => ({ name: cm.metadata.name, optional: true })),
+    ]);
+  });
+
+  it('given the loader, its manifest and the parts in a directory, when node runs the loader, then the runner runs as the main module with the arguments', () => {
     const runner = 'console.log(JSON.stringify({ main: require.main === module, file: __filename.split("/").pop(), args: process.argv.slice(2) }));\n';
-    const cm = one(synth(loadSpecFile(EXAMPLE), runner).objects, 'ConfigMap', 'db-migration-script');
-    const dir = tempDir('loader');
-    writeFileSync(join(dir, 'load-runner.js'), cm.data['load-runner.js']);
-    writeFileSync(join(dir, 'runner.js.gz'), Buffer.from(cm.binaryData['runner.js.gz'], 'base64'));
-    const run = spawnSync(process.execPath, [join(dir, 'load-runner.js'), '--config', 'c.json', '--resume'], { encoding: 'utf8', env: { PATH: process.env.PATH } });
-    expect(run.stderr).toBe('');
-    expect(JSON.parse(run.stdout)).toEqual({ main: true, file: 'runner.js', args: ['--config', 'c.json', '--resume'] });
+    for (const code of [runner, `${runner}// ${incompressibleRunner(150_000)}`]) {
+      const { objects } = synth(loadSpecFile(EXAMPLE), code);
+      const dir = scriptDirectory(objects, 'loader');
+      const run = spawnSync(process.execPath, [join(dir, 'load-runner.js'), '--config', 'c.json', '--resume'], { encoding: 'utf8', env: { PATH: process.env.PATH } });
+      expect(run.stderr).toBe('');
+      expect(JSON.parse(run.stdout)).toEqual({ main: true, file: 'runner.js', args: ['--config', 'c.json', '--resume'] });
+    }
+  });
+
+  describe('the loader refuses, in one line and before any of the runner runs,', () => {
+    const RAN = 'the runner ran';
+    /** A three-part runner that would print RAN, in a directory; `change` alters it before the loader runs. */
+    function refusal(change: (dir: string) => void): { status: number | null; stdout: string; stderr: string } {
+      const { objects } = synth(loadSpecFile(EXAMPLE), `console.log(${JSON.stringify(RAN)});\n// ${incompressibleRunner(150_000)}`);
+      expect(runnerConfigMaps(objects)).toHaveLength(3);
+      const dir = scriptDirectory(objects, 'refuse');
+      change(dir);
+      return spawnSync(process.execPath, [join(dir, 'load-runner.js')], { encoding: 'utf8', env: { PATH: process.env.PATH } });
+    }
+    const REMEDY = '; apply every object synth wrote (kubectl apply -f dist), then start the Job again\n';
+
+    it('a missing part, naming it and its ConfigMap', () => {
+      const run = refusal((dir) => rmSync(join(dir, 'runner.js.br.2')));
+      expect(run).toMatchObject({ status: 1, stdout: '' });
+      expect(run.stderr).toBe(`db-migration: cannot start the runner: runner.js.br.2 (part 2 of 3, from ConfigMap db-migration-runner-2) is missing${REMEDY}`);
+    });
+
+    it('a part of another runner, naming it and both digests', () => {
+      const other = packRunner(incompressibleRunner(150_000)).parts[2].data;
+      const run = refusal((dir) => writeFileSync(join(dir, 'runner.js.br.3'), other));
+      expect(run).toMatchObject({ status: 1, stdout: '' });
+      const digest = createHash('sha256').update(other).digest('hex');
+      expect(run.stderr).toMatch(new RegExp(`^db-migration: cannot start the runner: runner\\.js\\.br\\.3 \\(part 3 of 3, from ConfigMap db-migration-runner-3\\) has sha256 ${digest}, not [0-9a-f]{64}: it is part of another runner; apply every object synth wrote \\(kubectl apply -f dist\\), then start the Job again\\n$`));
+    });
+
+    it('a manifest that names a runner other than the parts make up', () => {
+      const run = refusal((dir) => {
+        const manifest = JSON.parse(readFileSync(join(dir, 'runner.json'), 'utf8'));
+        writeFileSync(join(dir, 'runner.json'), JSON.stringify({ ...manifest, sha256: sha256Hex('another runner') }));
+      });
+      expect(run).toMatchObject({ status: 1, stdout: '' });
+      expect(run.stderr).toMatch(new RegExp(`^db-migration: cannot start the runner: the runner put together has sha256 [0-9a-f]{64}, not ${sha256Hex('another runner')}; apply every object`));
+      expect(run.stderr.split('\n')).toHaveLength(2);
+    });
+
+    it('a missing manifest', () => {
+      const run = refusal((dir) => rmSync(join(dir, 'runner.json')));
+      expect(run).toMatchObject({ status: 1, stdout: '' });
+      expect(run.stderr).toMatch(/^db-migration: cannot start the runner: \/.*\/runner\.json cannot be read \(ENOENT\)\n$/);
+    });
   });
 
   it('given image.runtime.enabled false, when synthesized, then there is no copy script', () => {
     const cm = one(synth(exampleWith((d) => { d.image = { runtime: { enabled: false } }; })).objects, 'ConfigMap', 'db-migration-script');
-    expect(Object.keys(cm.data).sort()).toEqual(['cutover.sh', 'entrypoint.sh', 'load-runner.js']);
+    expect(Object.keys(cm.data).sort()).toEqual(['cutover.sh', 'entrypoint.sh', 'load-runner.js', 'runner.json']);
   });
 
   it('given the ServiceAccount, when synthesized, then it mounts no token', () => {
     expect(one(synth(loadSpecFile(EXAMPLE)).objects, 'ServiceAccount').automountServiceAccountToken).toBe(false);
   });
 
-  it('fails when the runner bundle would not fit in a ConfigMap even compressed, naming the limit', () => {
-    const huge = incompressibleRunner(CONFIGMAP_DATA_LIMIT_BYTES);
-    expect(() => synth(loadSpecFile(EXAMPLE), huge)).toThrow(/ConfigMap db-migration-script would hold \d+ bytes of data .*runner\.js\.gz \d+ bytes.*more than the Kubernetes limit of 1048576 bytes/);
+  it('fails when a ConfigMap would exceed what Kubernetes stores in one, naming it, its keys and the limit', () => {
+    expect(() => assertFitsConfigMap('huge', { 'a.txt': 'x'.repeat(CONFIGMAP_DATA_LIMIT_BYTES) }, { 'b.bin': Buffer.alloc(10).toString('base64') }))
+      .toThrow(/^ConfigMap huge would hold 1048596 bytes of data \(a\.txt 1048576 bytes, b\.bin 10 bytes\), more than the Kubernetes limit of 1048576 bytes$/);
+    expect(() => assertFitsConfigMap('fits', { 'a.txt': 'x'.repeat(CONFIGMAP_DATA_LIMIT_BYTES - 5) })).not.toThrow();
   });
 
-  it('fails when kubectl apply could not store the script ConfigMap, naming it and its size', () => {
-    // 200 KB of random bytes: gzip keeps them at ~270 KB, ~360 KB as base64 in the last-applied copy
-    const tooLarge = incompressibleRunner(200_000);
-    expect(() => synth(loadSpecFile(EXAMPLE), tooLarge)).toThrow(
-      /^ConfigMap\/db-migration-script cannot be applied with "kubectl apply": it would carry \d+ bytes of annotations .*more than Kubernetes' limit of 262144 bytes$/,
+  it('fails when kubectl apply could not store an object, naming it and its size: pod annotations too large for the Job', () => {
+    const spec = exampleWith((d) => { d.job = { annotations: { 'example.com/huge': 'x'.repeat(270_000) } }; });
+    expect(() => synth(spec)).toThrow(
+      /^Job\/db-migration cannot be applied with "kubectl apply": it would carry \d+ bytes of annotations .*more than Kubernetes' limit of 262144 bytes$/,
     );
   });
 });
@@ -561,14 +722,15 @@ describe('the runner bundle', () => {
     expect(bundleRunner({ entryPoint: PG_ENTRY })).toBe(bundleRunner({ entryPoint: PG_ENTRY }));
   });
 
-  it('given src/runner/main.ts, when bundled, then it builds, fits in the ConfigMap and requires only node built-ins (and the optional pg-native)', () => {
+  it('given src/runner/main.ts, when bundled, then it builds, its ConfigMaps stay far below the kubectl apply limit, and it requires only node built-ins (and the optional pg-native)', () => {
     expect(existsSync(RUNNER_MAIN), 'src/runner/main.ts must exist (the runner entry point)').toBe(true);
     const bundle = bundleRunner();
     expect(bundle.bytes).toBeGreaterThan(1000);
-    // The budget for the real runner: its ConfigMap, as kubectl apply stores it, within 200 KB (the limit is 256 KiB)
-    const script = one(synth(loadSpecFile(EXAMPLE), bundle.code).objects, 'ConfigMap', 'db-migration-script');
-    expect(appliedAnnotationsBytes(script)).toBeLessThanOrEqual(200_000);
-    expect(appliedAnnotationsBytes(script)).toBeLessThan(ANNOTATIONS_LIMIT_BYTES);
+    // Whatever the runner's size: the script ConfigMap holds no runner, each part's ConfigMap under 90 KB (the limit is 256 KiB)
+    const { objects } = synth(loadSpecFile(EXAMPLE), bundle.code);
+    expect(appliedAnnotationsBytes(one(objects, 'ConfigMap', 'db-migration-script'))).toBeLessThan(20_000);
+    expect(runnerConfigMaps(objects).length).toBe(Math.ceil(compressRunner(bundle.code).length / RUNNER_PART_MAX_BYTES));
+    for (const cm of runnerConfigMaps(objects)) expect(appliedAnnotationsBytes(cm), cm.metadata.name).toBeLessThan(90_000);
     const required = [...bundle.code.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]);
     const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
     expect(required.filter((m) => !builtins.has(m) && m !== 'pg-native')).toEqual([]);
@@ -581,11 +743,12 @@ describe('the runner bundle', () => {
     expect(run.status).toBe(0);
   });
 
-  it('given no runnerBundle, when synthesized, then runner.js.gz holds bundleRunner().code and the pod annotation is its sha256', () => {
+  it('given no runnerBundle, when synthesized, then the runner\'s ConfigMaps hold bundleRunner().code and the pod annotation is its sha256', () => {
     const { objects } = synthManifests(loadSpecFile(EXAMPLE)) as { objects: Obj[] };
     const bundle = bundleRunner();
-    expect(gunzipped(one(objects, 'ConfigMap', 'db-migration-script'))).toBe(bundle.code);
+    expect(unpacked(objects)).toBe(bundle.code);
     expect(podOf(objects).metadata.annotations[RUNNER_SHA256_ANNOTATION]).toBe(bundle.sha256);
+    expect(JSON.parse(one(objects, 'ConfigMap', 'db-migration-script').data['runner.json']).sha256).toBe(bundle.sha256);
   });
 
   it('fails to bundle an entry point that does not exist, naming it', () => {

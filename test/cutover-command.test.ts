@@ -247,7 +247,7 @@ describe('db-migration cutover', () => {
     const usage = (await runCli(['--help'])).stdout;
     expect(usage).toMatch(/^ {2}db-migration cutover {2}--work-dir DIR {2,}\S/m);
     const pod = objects.find((o) => o.kind === 'Job')!.spec.template.spec;
-    const volume = pod.volumes.find((v: Obj) => v.configMap?.name === scriptConfigMap.metadata.name).name;
+    const volume = pod.volumes.find((v: Obj) => v.projected?.sources.some((s: Obj) => s.configMap?.name === scriptConfigMap.metadata.name)).name;
     const mount = pod.containers[0].volumeMounts.find((m: Obj) => m.name === volume).mountPath;
     expect(pod.containers[0].name).toBe(objects.find((o) => o.kind === 'Job')!.spec.template.metadata.annotations['kubectl.kubernetes.io/default-container']);
     expect(usage).toContain(`kubectl -n NAMESPACE exec job/NAME -- sh ${mount}/cutover.sh`);

@@ -5,20 +5,16 @@
  * against a stand-in API server that only answers discovery and "not found"), for every object of every fixture
  * spec synthesized with the real runner, and it must equal what synth's own check computes and fit the limit.
  */
-import { execFile } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ANNOTATIONS_LIMIT_BYTES, appliedAnnotationsBytes, bundleRunner, LAST_APPLIED_ANNOTATION, lastAppliedConfiguration, synthManifests,
 } from '../src/chart';
 import { loadSpecFile } from '../src/spec/load';
 import { startFakeApiServer, type FakeApiServer } from './support/fake-apiserver';
+import { kubectlApply as apply, objectKey as key, synthCheckout } from './support/kubectl-apply';
 import { REPO } from './support/repo';
-
-type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const SPECS: Record<string, string> = {
   'the example migration.yaml': join(REPO, 'migration.yaml'),
@@ -35,24 +31,13 @@ afterAll(async () => {
 
 /** A directory laid out like the repository after `npm run synth`: dist/ and the root kustomization.yaml. */
 function checkout(yaml: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'dbm-kubectl-'));
+  const dir = synthCheckout(yaml);
   temps.push(dir);
-  cpSync(join(REPO, 'kustomization.yaml'), join(dir, 'kustomization.yaml'));
-  mkdirSync(join(dir, 'dist'));
-  writeFileSync(join(dir, 'dist', 'db-migration.k8s.yaml'), yaml);
   return dir;
 }
 
 /** The objects as `kubectl apply ARGS --dry-run=client` would send them on a first apply, annotation included. */
-async function kubectlApply(cwd: string, args: string[]): Promise<Obj[]> {
-  const { stdout } = await promisify(execFile)('kubectl', [
-    'apply', ...args, '--dry-run=client', '--validate=false', '-o', 'json', `--server=${server.url}`,
-  ], { cwd, encoding: 'utf8', maxBuffer: 1 << 28, env: { PATH: process.env.PATH, HOME: cwd, KUBECONFIG: '/dev/null' } });
-  const out = JSON.parse(stdout) as Obj;
-  return out.kind === 'List' ? out.items : [out];
-}
-
-const key = (o: Obj) => `${o.kind}/${o.metadata.name}`;
+const kubectlApply = (cwd: string, args: string[]) => apply(server.url, cwd, args);
 
 describe.each(Object.entries(SPECS))('given %s synthesized with the real runner', (_label, file) => {
   const { yaml, objects, appliedSizes } = synthManifests(loadSpecFile(file), { runnerBundle: bundleRunner().code });

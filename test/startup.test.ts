@@ -55,7 +55,7 @@ const temps: string[] = [];
 afterAll(() => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 /**
- * A checkout of its own: package.json, the real src/chart/runner-bundle.ts and bundle-cache.ts, a two-file runner
+ * A checkout of its own: package.json, the real src/chart/runner-bundle.ts and the modules it needs, a two-file runner
  * (main.ts prints greeting.ts's text and a dependency's) and node_modules with esbuild and that dependency.
  */
 function checkout(): { root: string; write(path: string, text: string): void } {
@@ -66,7 +66,7 @@ function checkout(): { root: string; write(path: string, text: string): void } {
     writeFileSync(join(root, path), text);
   };
   write('package.json', JSON.stringify({ name: 'db-migration' }));
-  for (const file of ['runner-bundle.ts', 'bundle-cache.ts']) {
+  for (const file of ['runner-bundle.ts', 'bundle-cache.ts', 'package-info.ts', 'runner-compression.ts']) {
     mkdirSync(join(root, 'src', 'chart'), { recursive: true });
     copyFileSync(join(REPO, 'src', 'chart', file), join(root, 'src', 'chart', file));
   }

@@ -2,8 +2,8 @@
  * Names and labels shared by every object of the chart. Names are stable (no hash suffix): they are part of the
  * contract with operators, who `kubectl logs job/<name>` and reference the ConfigMaps by name.
  */
-import { version as packageVersion } from '../../package.json';
 import type { MigrationSpec } from '../spec/schema';
+import { packageVersion } from './package-info';
 
 /** Labels this tool owns; spec.labels may not set them (they select the Job's pods). */
 export const RESERVED_LABELS = [
@@ -22,6 +22,8 @@ export function resourceNames(spec: MigrationSpec) {
   return {
     serviceAccount: spec.name,
     scriptConfigMap: `${spec.name}-script`,
+    /** Part n (from 1) of the runner. */
+    runnerConfigMap: (n: number) => `${spec.name}-runner-${n}`,
     runtimeConfigMap: `${spec.name}-config`,
     networkPolicy: spec.name,
     job: spec.name,
@@ -50,7 +52,7 @@ export function migrationLabels(spec: MigrationSpec, component: Component): Reco
     'app.kubernetes.io/instance': spec.name,
     'app.kubernetes.io/component': component,
     'app.kubernetes.io/managed-by': 'cdk8s',
-    'app.kubernetes.io/version': packageVersion,
+    'app.kubernetes.io/version': packageVersion(),
   };
 }
 

@@ -28,8 +28,10 @@ const READ_ONLY_MODE = 0o444;
 export interface MigrationJobProps {
   /** The validated migration spec. */
   readonly spec: MigrationSpec;
-  /** Name of the ConfigMap holding runner.js and entrypoint.sh. */
+  /** Name of the ConfigMap holding entrypoint.sh, the runner's loader and its manifest. */
   readonly scriptConfigMapName: string;
+  /** Names of the ConfigMaps holding the runner's parts, in order (mounted beside the script ConfigMap's files). */
+  readonly runnerConfigMapNames: readonly string[];
   /** Name of the ConfigMap holding config.json. */
   readonly runtimeConfigMapName: string;
   /** Name of the ServiceAccount the pod runs as. */
@@ -125,7 +127,7 @@ export class MigrationJob extends Construct {
       { name: 'dumps', emptyDir: { sizeLimit: quantity(job.storage.dumps) } },
       { name: 'logs', emptyDir: { sizeLimit: quantity(job.storage.logs) } },
       { name: 'tmp', emptyDir: { sizeLimit: quantity(job.storage.tmp) } },
-      { name: 'script', configMap: { name: props.scriptConfigMapName, defaultMode: READ_ONLY_MODE } },
+      scriptVolume(props),
       { name: 'config', configMap: { name: props.runtimeConfigMapName, defaultMode: READ_ONLY_MODE } },
       ...(nodeRuntime ? [nodeRuntimeVolume()] : []),
       ...caVolumes,
@@ -172,6 +174,23 @@ export class MigrationJob extends Construct {
       },
     });
   }
+}
+
+/**
+ * `script`: the script ConfigMap and every runner part in one directory (a projected volume). The parts are optional
+ * so that a missing one does not keep the pod waiting to mount it: the loader then names it and stops, in one line.
+ */
+function scriptVolume(props: MigrationJobProps): k8s.Volume {
+  return {
+    name: 'script',
+    projected: {
+      defaultMode: READ_ONLY_MODE,
+      sources: [
+        { configMap: { name: props.scriptConfigMapName, optional: false } },
+        ...props.runnerConfigMapNames.map((name) => ({ configMap: { name, optional: true } })),
+      ],
+    },
+  };
 }
 
 /**

@@ -1,12 +1,16 @@
 /**
  * The runner as one JavaScript file, so that the Job needs no `npm install` and no image of our own: the bundle
- * travels in the `<name>-script` ConfigMap and any image with node and the PostgreSQL client tools can run it.
+ * travels in the `<name>-runner-<n>` ConfigMaps and any image with node and the PostgreSQL client tools can run it.
+ * A checkout bundles src/runner/main.ts with esbuild; the installed package has no source and no esbuild, and uses
+ * the runner `npm pack` built into it (lib/runner.js.br, see scripts/build-package.ts).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { BuildOptions, Message } from 'esbuild';
 import { openBundleCache } from './bundle-cache';
+import { checkoutRoot, packageRoot } from './package-info';
+import { loadCompressedRunner } from './runner-compression';
 
 /** Kubernetes rejects a ConfigMap whose data (keys plus values) exceeds 1 MiB. */
 export const CONFIGMAP_DATA_LIMIT_BYTES = 1_048_576;
@@ -22,24 +26,30 @@ export interface RunnerBundle {
 
 export interface BundleRunnerOptions {
   /**
-   * The entry point to bundle.
-   * @default - src/runner/main.ts of this package
+   * The entry point to bundle (needs esbuild).
+   * @default - src/runner/main.ts in a checkout; in the installed package, the runner it ships prebuilt
    */
   readonly entryPoint?: string;
 }
 
+/** Where the installed package keeps its runner, bundled and compressed when it was packed. */
+export const PREBUILT_RUNNER_FILE = join('lib', 'runner.js.br');
+
 const cache = new Map<string, RunnerBundle>();
 
 /**
- * Bundles the runner with esbuild (once per process and entry point). An entry point under the checkout's src/ is
- * built once per change: the bundle is kept in node_modules/.cache/db-migration/ (see bundle-cache.ts).
+ * The runner (once per process and entry point): bundled with esbuild in a checkout, where an entry point under src/
+ * is built once per change (the bundle is kept in node_modules/.cache/db-migration/, see bundle-cache.ts); the
+ * prebuilt one in the installed package.
  */
 export function bundleRunner(options: BundleRunnerOptions = {}): RunnerBundle {
-  const entryPoint = resolve(options.entryPoint ?? join(packageRoot(), 'src', 'runner', 'main.ts'));
+  const root = checkoutRoot();
+  if (options.entryPoint === undefined && root === undefined) return prebuiltRunner();
+  const entryPoint = resolve(options.entryPoint ?? join(root!, 'src', 'runner', 'main.ts'));
   const cached = cache.get(entryPoint);
   if (cached) return cached;
   if (!existsSync(entryPoint)) {
-    throw new Error(`cannot bundle the runner: ${entryPoint} does not exist (run from a checkout of db-migration, which holds src/)`);
+    throw new Error(`cannot bundle the runner: ${entryPoint} does not exist`);
   }
   const build: BuildOptions & { write: false; metafile: true } = {
     entryPoints: [entryPoint],
@@ -58,15 +68,12 @@ export function bundleRunner(options: BundleRunnerOptions = {}): RunnerBundle {
     // Which files the build read, for the disk cache.
     metafile: true,
   };
-  const root = checkoutRoot();
   // esbuild's package.json, not esbuild itself: a cached bundle needs only its version.
-  const esbuildVersion = (require('esbuild/package.json') as { version: string }).version;
-  const diskCache = root === undefined ? undefined : openBundleCache(root, entryPoint, { esbuildVersion, build });
+  const diskCache = root === undefined ? undefined : openBundleCache(root, entryPoint, { esbuildVersion: esbuildVersion(), build });
   let code = diskCache?.read();
   let inputs: string[] | undefined;
   if (code === undefined) ({ code, inputs } = runEsbuild(entryPoint, build));
-  // How large it may be is decided where it is stored: the script ConfigMap keeps it compressed, and synth checks
-  // that ConfigMap against what Kubernetes and `kubectl apply` accept (assertFitsConfigMap, last-applied.ts).
+  // Any size is fine: it is compressed and split over as many ConfigMaps as it needs (runner-parts.ts).
   const bytes = Buffer.byteLength(code, 'utf8');
   if (inputs) diskCache?.write(code, inputs);
   const bundle: RunnerBundle = { code, sha256: sha256Hex(code), bytes };
@@ -74,9 +81,37 @@ export function bundleRunner(options: BundleRunnerOptions = {}): RunnerBundle {
   return bundle;
 }
 
+/** The installed package's runner, from PREBUILT_RUNNER_FILE (its compressed bytes are used as they are). */
+function prebuiltRunner(): RunnerBundle {
+  const file = join(packageRoot(), PREBUILT_RUNNER_FILE);
+  const cached = cache.get(file);
+  if (cached) return cached;
+  if (!existsSync(file)) {
+    throw new Error(`the runner is missing: ${file} does not exist, nor does src/runner/ beside it (npm pack builds the one, a checkout has the other)`);
+  }
+  const code = loadCompressedRunner(readFileSync(file));
+  const bundle: RunnerBundle = { code, sha256: sha256Hex(code), bytes: Buffer.byteLength(code, 'utf8') };
+  cache.set(file, bundle);
+  return bundle;
+}
+
+function esbuildVersion(): string {
+  return (loadEsbuild('esbuild/package.json') as { version: string }).version;
+}
+
+/** esbuild, a devDependency: a checkout has it; an app that installed the package needs it only to bundle its own runner. */
+function loadEsbuild(id: 'esbuild' | 'esbuild/package.json'): unknown {
+  try {
+    return require(id);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    throw new Error('cannot bundle the runner: esbuild is not installed (npm install --save-dev esbuild to bundle a runner of your own)');
+  }
+}
+
 /** The bundle and the absolute paths of the files esbuild read to make it. */
 function runEsbuild(entryPoint: string, build: BuildOptions & { write: false; metafile: true }): { code: string; inputs: string[] } {
-  const { buildSync } = require('esbuild') as typeof import('esbuild');
+  const { buildSync } = loadEsbuild('esbuild') as typeof import('esbuild');
   try {
     const result = buildSync(build);
     // Metafile paths are relative to esbuild's working directory, the current one.
@@ -108,29 +143,7 @@ export function assertFitsConfigMap(name: string, data: Record<string, string>, 
     const sizes = entries.map(([k, size]) => `${k} ${size} bytes`).join(', ');
     throw new Error(
       `ConfigMap ${name} would hold ${bytes} bytes of data (${sizes}), more than the Kubernetes limit of `
-      + `${CONFIGMAP_DATA_LIMIT_BYTES} bytes; make the runner bundle smaller`,
+      + `${CONFIGMAP_DATA_LIMIT_BYTES} bytes`,
     );
-  }
-}
-
-function packageRoot(): string {
-  const root = checkoutRoot();
-  if (root === undefined) throw new Error(`cannot bundle the runner: no db-migration checkout (package.json and src/runner/) above ${__dirname}`);
-  return root;
-}
-
-/**
- * The checkout holding src/runner/main.ts: the nearest directory above this file with db-migration's package.json
- * and src/ (from src/chart under tsx; from lib/src/chart once compiled, where lib/package.json has no src/ beside it).
- */
-function checkoutRoot(): string | undefined {
-  let dir = __dirname;
-  for (;;) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(join(dir, 'src', 'runner')) && existsSync(pkg)
-      && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'db-migration') return dir;
-    const parent = dirname(dir);
-    if (parent === dir) return undefined;
-    dir = parent;
   }
 }

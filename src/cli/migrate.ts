@@ -1,6 +1,6 @@
 /**
  * `db-migration migrate`: runs, from this machine, the very runner bundle the Job runs, the way the Job starts it
- * (`node load-runner.js --config config.json`, the loader unpacking runner.js.gz). Passwords come from a file of
+ * (`node load-runner.js --config config.json`, the loader putting the compressed runner together from its parts). Passwords come from a file of
  * the Secret manifests the operator applies to the cluster, so each `{ secret, key }` reference resolves exactly as
  * it will in the Job; they reach the runner through its environment only. With --resume it continues what an earlier run recorded, as the Job does.
  */
@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { bundleRunner } from '../chart/runner-bundle';
-import { gzipRunner, LOAD_RUNNER_JS, RUNNER_GZ_FILE, RUNNER_LOADER_FILE } from '../chart/runner-loader';
+import { RUNNER_LOADER_FILE } from '../chart/runner-loader';
+import { packRunner, runnerFiles } from '../chart/runner-parts';
 import { RUNNER_NODE_OPTIONS, runtimeConfigSchema, secretUses, toRuntimeConfig, workDirPaths } from '../spec/runtime-config';
 import { CliError, EXIT, loadSpecOrExplain, type Io } from './context';
 import { loadSecretsFile, resolveSecret, SecretsFileError } from './secrets-file';
@@ -77,9 +78,9 @@ export async function migrateCommand(opts: MigrateOptions, io: Io): Promise<numb
   const configFile = join(workDir, 'config.json');
   const loaderFile = join(workDir, RUNNER_LOADER_FILE);
   writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
-  writeFileSync(join(workDir, RUNNER_GZ_FILE), gzipRunner(bundleRunner().code), { mode: 0o600 });
-  writeFileSync(loaderFile, LOAD_RUNNER_JS, { mode: 0o600 });
-  io.err(`ℹ️ work directory: ${workDir} (${RUNNER_LOADER_FILE} and ${RUNNER_GZ_FILE}: the runner; config.json, dumps/, logs/migration.log, logs/summary.json)`);
+  const runner = runnerFiles(packRunner(bundleRunner().code));
+  for (const [name, content] of Object.entries(runner)) writeFileSync(join(workDir, name), content, { mode: 0o600 });
+  io.err(`ℹ️ work directory: ${workDir} (${Object.keys(runner).join(', ')}: the runner; config.json, dumps/, logs/migration.log, logs/summary.json)`);
 
   const args = [...RUNNER_NODE_OPTIONS, loaderFile, '--config', configFile, ...(opts.binDir ? ['--bin-dir', resolve(opts.binDir)] : []), ...(opts.resume ? ['--resume'] : []), ...(opts.cleanup ? ['--cleanup'] : [])];
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -35,11 +35,9 @@ export function synthCommand(opts: SynthOptions, io: Io): number {
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   const kinds = objects.map((o) => `${o.kind}/${(o.metadata as { name: string }).name}`).join(', ');
   io.out(`✅ ${resolve(out, MANIFEST_FILE)}: ${objects.length} objects (${kinds}) in ${ms.toFixed(0)} ms`);
-  const script = appliedSizes.find((s) => s.object === `ConfigMap/${spec.name}-script`);
-  if (script) {
-    io.out(`   ${script.object}: ${kib(script.annotationsBytes)} as kubectl apply stores it, of the ${kib(ANNOTATIONS_LIMIT_BYTES)} Kubernetes allows `
-      + `(${Math.round((100 * script.annotationsBytes) / ANNOTATIONS_LIMIT_BYTES)}%)`);
-  }
+  const largest = appliedSizes.reduce((a, b) => (b.annotationsBytes > a.annotationsBytes ? b : a));
+  io.out(`   largest object: ${largest.object}, ${kib(largest.annotationsBytes)} as kubectl apply stores it, of the ${kib(ANNOTATIONS_LIMIT_BYTES)} `
+    + `Kubernetes allows (${Math.round((100 * largest.annotationsBytes) / ANNOTATIONS_LIMIT_BYTES)}%)`);
   io.out(`   apply with: kubectl apply -f ${out}   (or kubectl apply -k .)`);
   io.out(`   an earlier Job ${spec.name} still exists? Its pod template cannot change: kubectl -n ${spec.namespace} delete job ${spec.name} --ignore-not-found && kubectl apply -f ${out}`);
   return 0;

@@ -15,9 +15,9 @@ export const CONTAINER_PATHS = {
   config: '/etc/db-migration/config',
   configFile: '/etc/db-migration/config/config.json',
   runnerDir: '/opt/db-migration',
-  /** The name the runner runs under (stack traces, the workstation's copy); the ConfigMap holds it gzip-compressed. */
+  /** The name the runner runs under (stack traces); the runner's ConfigMaps hold it compressed, in parts. */
   runner: '/opt/db-migration/runner.js',
-  /** What node starts: it unpacks runner.js.gz and runs it. */
+  /** What node starts: it puts the runner together from its parts, checks them and runs it. */
   runnerLoader: '/opt/db-migration/load-runner.js',
   entrypoint: '/opt/db-migration/entrypoint.sh',
   /** The init container's script that copies node into the node-runtime volume. */

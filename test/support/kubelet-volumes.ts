@@ -43,17 +43,19 @@ export function stageVolumes(pod: Obj, containers: readonly Obj[], stage: string
       if (!volume) throw new Error(`volumeMount ${mount.name} has no volume`);
       const dir = join(stage, mount.name);
       mkdirSync(dir, { recursive: true });
-      if (volume.configMap || volume.secret) {
-        const source = volume.configMap ? configMapData(volume.configMap.name, src) : src.secrets[volume.secret.secretName];
-        if (!source) throw new Error(`volume ${mount.name}: ${volume.configMap ? 'ConfigMap' : 'Secret'} not found`);
-        const spec = volume.configMap ?? volume.secret;
-        const items: { key: string; path: string; mode?: number }[] = spec.items ?? Object.keys(source).map((key) => ({ key, path: key }));
-        for (const item of items) {
-          if (!(item.key in source)) throw new Error(`volume ${mount.name}: key ${item.key} not found`);
-          const file = join(dir, item.path);
-          mkdirSync(dirname(file), { recursive: true });
-          writeFileSync(file, source[item.key], { mode: item.mode ?? spec.defaultMode ?? 0o644 });
-          if (fsGroup) chownSync(file, 0, fsGroup);
+      if (volume.configMap || volume.secret || volume.projected) {
+        const sources: Obj[] = volume.projected ? volume.projected.sources : [volume];
+        const written = new Set<string>();
+        for (const source of sources) {
+          for (const [path, content, mode] of projectedFiles(mount.name, source, volume.projected?.defaultMode, src)) {
+            // The kubelet refuses to set up a projected volume whose sources write the same path.
+            if (written.has(path)) throw new Error(`volume ${mount.name}: more than one source writes ${path}`);
+            written.add(path);
+            const file = join(dir, path);
+            mkdirSync(dirname(file), { recursive: true });
+            writeFileSync(file, content, { mode });
+            if (fsGroup) chownSync(file, 0, fsGroup);
+          }
         }
         byName[mount.name] = { dir, readOnly: true };
       } else if (volume.emptyDir) {
@@ -65,11 +67,32 @@ export function stageVolumes(pod: Obj, containers: readonly Obj[], stage: string
         }
         byName[mount.name] = { dir, readOnly: false };
       } else {
-        throw new Error(`volume ${mount.name}: only configMap, secret and emptyDir volumes are supported here`);
+        throw new Error(`volume ${mount.name}: only configMap, secret, projected (of those two) and emptyDir volumes are supported here`);
       }
     }
   }
   return { byName, emptyDirs, tmpfs };
+}
+
+/**
+ * The files one ConfigMap or Secret puts in a volume (a volume of its own, or a source of a projected one): its keys,
+ * or `items`, with the source's mode, else `defaultMode` (the projected volume's), else 0644. A missing ConfigMap or
+ * Secret marked optional puts none, as the kubelet does; one not marked so keeps the pod from starting.
+ */
+function projectedFiles(volume: string, source: Obj, defaultMode: number | undefined, src: VolumeSources): [string, string | Buffer, number][] {
+  const spec = source.configMap ?? source.secret;
+  if (!spec) throw new Error(`volume ${volume}: only configMap and secret sources are supported here`);
+  const name: string = source.configMap ? spec.name : spec.secretName ?? spec.name;
+  const data = source.configMap ? configMapData(name, src) : src.secrets[name];
+  if (!data) {
+    if (spec.optional === true) return [];
+    throw new Error(`volume ${volume}: ${source.configMap ? 'ConfigMap' : 'Secret'} ${name} not found`);
+  }
+  const items: { key: string; path: string; mode?: number }[] = spec.items ?? Object.keys(data).map((key) => ({ key, path: key }));
+  return items.map((item) => {
+    if (!(item.key in data)) throw new Error(`volume ${volume}: key ${item.key} not found`);
+    return [item.path, data[item.key], item.mode ?? spec.defaultMode ?? defaultMode ?? 0o644];
+  });
 }
 
 /** A ConfigMap's keys: `data` as text, `binaryData` (base64) as the bytes it encodes; a key in both is an error. */
