@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, importImage, jobPods, kubectlOk, removeImages, RUN_E2E, startCluster, waitForJob } from '../support/k8s-cluster';
+import { createNamespace, deleteNamespace, E2E_TIMEOUT, importImage, jobPods, kubectlOk, removeImages, RUN_E2E, startCluster, waitForJob } from '../support/k8s-cluster';
 import { createSmallDatabase, defaultImages } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, specYaml, startPodReachableServer, Workspace } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -70,7 +70,7 @@ describe.skipIf(!RUN_E2E)('an airgapped cluster', () => {
     const [before, after] = await Promise.all([fingerprint(source, 'catalog'), fingerprint(destination, 'catalog')]);
     expect(after).toEqual(before);
     assertNoSecret([source.superPassword, destination.superPassword], log);
-  });
+  }, E2E_TIMEOUT);
 });
 
 /** Waits (at most 120 s) until the Job's pod reports ErrImagePull or ImagePullBackOff for `image`. */

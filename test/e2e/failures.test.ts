@@ -7,7 +7,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clusterReport, createNamespace, deleteNamespace, jobPods, kubectlOk, POD_GATEWAY, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { clusterReport, createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectlOk, POD_GATEWAY, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { createBigDatabase, createSmallDatabase, defaultImages, tableDigests } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, followLogs, specYaml, startPodReachableServer, Workspace, type SpecOptions } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -67,7 +67,7 @@ describe.skipIf(!RUN_E2E)('failures in a real cluster', () => {
     const logs = await kubectlOk(['-n', ns, 'logs', '-l', 'job-name=wrong-pw', '--all-containers', '--prefix']);
     expect(logs).toMatch(/password authentication failed/);
     assertNoSecret([source.superPassword, destination.superPassword, 'not-the-password'], logs, described);
-  });
+  }, E2E_TIMEOUT);
 
   it('a source that never answers: the Job\'s deadline ends it, and the summary says which database and phase', async () => {
     // given a "source" that accepts connections and never says a word, and a Job with a short deadline
@@ -96,7 +96,7 @@ describe.skipIf(!RUN_E2E)('failures in a real cluster', () => {
     } finally {
       await new Promise((resolve) => { silent.close(resolve); for (const s of sockets) s.destroy(); });
     }
-  });
+  }, E2E_TIMEOUT);
 
   it('kubectl delete pod in the middle of a restore: the next pod resets the half-restored database and converges on an identical copy', async () => {
     // given the Job migrating a database whose restore takes a while
@@ -122,5 +122,5 @@ describe.skipIf(!RUN_E2E)('failures in a real cluster', () => {
     const [before, after] = await Promise.all([tableDigests(source, 'ledger'), tableDigests(destination, 'ledger')]);
     expect(after).toEqual(before);
     assertNoSecret([source.superPassword, destination.superPassword], first.text(), log);
-  });
+  }, E2E_TIMEOUT);
 });

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, jobPods, kubectlOk, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectlOk, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { defaultImages, loadChinook, loadNorthwind, loadPagila } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, specYaml, startPodReachableServer, Workspace } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -69,5 +69,5 @@ describe.skipIf(!RUN_E2E)('an Indexed Job in a real cluster', () => {
       expect(Object.keys(before.tables).length, database).toBeGreaterThan(3);
       expect(after, database).toEqual(before);
     }
-  });
+  }, E2E_TIMEOUT);
 });

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, jobPods, kubectl, kubectlOk, RUN_E2E, run, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectl, kubectlOk, RUN_E2E, run, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { assertNoSecret, createPasswordSecret, specYaml, startPodReachableServer, Workspace, type SpecOptions } from '../support/k8s-migration';
 import { loadPagila, privilegeFacts, defaultImages } from '../support/k8s-fixtures';
 import type { PgServer } from '../support/pg-server';
@@ -64,7 +64,7 @@ describe.skipIf(!RUN_E2E)('the README\'s path in a real cluster', () => {
     expect(await destination.query("SELECT datname FROM pg_database WHERE datname IN ('pagila', 'shop')")).toEqual([]);
     expect(await destination.query("SELECT rolname FROM pg_roles WHERE rolname IN ('app_owner', 'app')")).toEqual([]);
     assertNoSecret(secrets, log);
-  });
+  }, E2E_TIMEOUT);
 
   it('kubectl apply -f dist: the Job completes, pagila and shop arrive identical, and kubectl shows the summary', async () => {
     // given the spec synthesized with npm run synth, when the operator applies dist/ client-side
@@ -98,7 +98,7 @@ describe.skipIf(!RUN_E2E)('the README\'s path in a real cluster', () => {
     const initLog = await kubectlOk(['-n', ns, 'logs', 'job/e2e', '-c', 'node-runtime']);
     expect(initLog).toMatch(/^db-migration: copied node v24\.\S+, \d+ libraries and the loader/);
     assertNoSecret(secrets, log, initLog, described);
-  });
+  }, E2E_TIMEOUT);
 
   it('a changed spec: kubectl apply is refused as immutable, the line synth prints replaces the Job, which skips the verified databases', async () => {
     // given the spec changed (verbose) and synthesized again
@@ -126,5 +126,5 @@ describe.skipIf(!RUN_E2E)('the README\'s path in a real cluster', () => {
     expect(log).toMatch(/^shop\s+skipped\s/m);
     expect(JSON.parse(runnerTermination(pods[0])!.message)).toMatchObject({ ok: true, totals: { skipped: 2, migrated: 0 } });
     assertNoSecret(secrets, log);
-  });
+  }, E2E_TIMEOUT);
 });

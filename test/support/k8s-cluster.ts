@@ -25,6 +25,9 @@ export const POD_NETWORK = '198.18.200.0/24';
 /** Stand-in roots kept between runs (so unchanged images are not imported again) and the lock file. */
 export const E2E_DIR = '/var/tmp/db-migration-e2e';
 
+/** Per-test timeout of the end-to-end scenarios (each wait inside is bounded on its own). */
+export const E2E_TIMEOUT = 900_000;
+
 /** Under CI=true the suite always runs (and fails if it cannot); elsewhere it runs where the kit is. */
 export const RUN_E2E = process.env.CI === 'true' || existsSync(join(KIT, 'k8s-up'));
 
