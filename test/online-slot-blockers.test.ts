@@ -9,9 +9,10 @@
 import type { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../src/runner/migrate';
+import { preflight } from '../src/runner/preflight';
 import { replicationName } from '../src/runner/online/names';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
-import { expectSameData, idleInTransaction, jsonLines, preparedTransaction, replicationObjects } from './support/replication-faults';
+import { expectSameData, idleInTransaction, jsonLines, preparedTransaction, replicationObjects, until } from './support/replication-faults';
 import { captureOutput, createAppRoles, createRealisticDatabase } from './support/runner-helpers';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
 
@@ -146,5 +147,36 @@ describe('online mode: transactions that block the replication slot', () => {
     // and the database on the other server went on and migrated
     expect(summary.databases.find((d) => d.name === 'free')).toMatchObject({ status: 'migrated' });
     await expectSameData(otherSource, 'shop', destination, 'shop_free_copy');
+  }, TEST_TIMEOUT);
+
+  it('pre-flight names a session whose transaction has been open longer than a minute, with the statement that ends it, and not a younger one', async () => {
+    // given, on the other source server, a session idle in a transaction for over a minute and one opened just now
+    // (its shop database was cut over, so read-only, by the test before)
+    await otherSource.query('CREATE DATABASE pfdb');
+    await otherSource.query('CREATE TABLE public.scratch (id serial PRIMARY KEY, note text)', 'pfdb');
+    const old = await idleInTransaction(otherSource, 'pfdb', held);
+    await until('a transaction open for over a minute', async () => {
+      const [{ age }] = await otherSource.query<{ age: number }>(`SELECT extract(epoch FROM now() - xact_start)::float8 AS age FROM pg_stat_activity WHERE pid = ${old}`);
+      return age > 61;
+    }, 90_000);
+    const young = await idleInTransaction(otherSource, 'pfdb', held);
+    const t = makeRuntimeConfig({
+      source: otherSource, destination,
+      databases: [{ name: 'pf', source: { database: 'pfdb' }, destination: { database: 'pfdb_copy' } }],
+      migration: { mode: 'online' },
+    });
+    configs.push(t);
+
+    // when pre-flight runs
+    const report = await preflight(t.config, t.env, { binDir: PG_BIN });
+
+    // then one warning names the old session (not the young one) and gives the statement that ends it; it is not an error
+    const open = report.problems.filter((p) => p.check === 'open-transactions');
+    expect(open).toHaveLength(1);
+    expect(open[0]).toMatchObject({ severity: 'warning', server: 'source', fix: `SELECT pg_terminate_backend(${old});` });
+    expect(open[0].message).toMatch(/^1 session with a transaction open longer than a minute on the source server: creating the replication slot waits until they end/);
+    expect(open[0].message).toContain(`session pid ${old} (user postgres, database pfdb, application forgotten-pool`);
+    expect(open[0].message).not.toContain(`pid ${young}`);
+    expect(report.ok).toBe(true);
   }, TEST_TIMEOUT);
 });
