@@ -28,6 +28,7 @@ beforeAll(async () => {
   ]);
   await createRealisticDatabase(source, 'shop');
   await source.query('CREATE TABLE public.filler (id serial PRIMARY KEY, at timestamptz DEFAULT now())');
+  await source.query('CREATE TABLE public.filler_wide (v text)');
   await createAppRoles(destination);
 }, 120_000);
 
@@ -42,6 +43,16 @@ async function writeWalSegments(segments: number): Promise<void> {
     await source.query('INSERT INTO public.filler DEFAULT VALUES');
     await source.query('SELECT pg_switch_wal()');
   }
+}
+
+/** Writes about `bytes` of WAL (rows of 1000 bytes, each a little more in WAL) in another database. */
+async function writeWalBytes(bytes: number): Promise<void> {
+  await source.query(`INSERT INTO public.filler_wide SELECT repeat('w', 1000) FROM generate_series(1, ${Math.ceil(bytes / 1000)})`);
+}
+
+async function safeWalSize(name: string): Promise<number> {
+  const [row] = await source.query<{ s: number }>(`SELECT safe_wal_size::float8 AS s FROM pg_replication_slots WHERE slot_name = '${name}'`);
+  return row.s;
 }
 
 async function slotStatus(name: string): Promise<string | undefined> {
@@ -65,9 +76,22 @@ describe('online mode: the slot invalidated by max_slot_wal_keep_size', () => {
     await out.waitFor(/"database":"lost".*caught up/, 120_000);
     expect(await slotStatus(name)).toBe('reserved');
 
-    // when the destination goes down and the source writes three segments past the slot
+    // when the destination goes down and the source writes until the slot may fall only about 4MB more behind
     await destination.stop('fast');
-    await writeWalSegments(3);
+    await writeWalSegments(2);
+    await writeWalBytes(await safeWalSize(name) - 4 * 1048576);
+
+    // then the log warns that the slot's WAL runs low, with how long it lasts at the current WAL rate
+    expect(await slotStatus(name)).toBe('reserved');
+    const low = JSON.parse(await out.waitFor(/"fault":"slot-wal-low"/, 30_000)) as Record<string, unknown>;
+    expect(low).toMatchObject({ level: 'warn', database: 'lost', phase: 'replicate', walStatus: 'reserved' });
+    expect(low.safeWalSize).toBeGreaterThan(0);
+    expect(low.safeWalSize).toBeLessThan(8 * 1048576);
+    expect(String(low.msg)).toMatch(new RegExp(`replication slot ${name} may fall only [\\d.]+ MiB more behind before the source invalidates it `
+      + '\\(max_slot_wal_keep_size 32\\.0 MiB, wal_status reserved\\); at the source\'s current WAL rate of [\\d.]+ [KM]iB/s that lasts about \\d+s'));
+
+    // when the source writes past what it keeps for the slot
+    await writeWalSegments(1);
 
     // then the slot is past what the source keeps for it, and the log warns, with wal_status and safe_wal_size as fields
     expect(await slotStatus(name)).toBe('unreserved');
