@@ -1,3 +1,11 @@
+/*
+ * Stand-in vs. the real cluster (test/e2e, issue 17). The cluster suite now runs synthesized Jobs under a real
+ * kubelet, containerd and runc in a namespace enforcing Pod Security `restricted`: volumes from the ConfigMaps,
+ * passwords from a Secret, read-only root, non-root, the termination message (e2e/readme-path), a wrong password
+ * (e2e/failures) and an Indexed Job whose pods each migrate their database (e2e/indexed-job). What only this
+ * stand-in still shows: the example migration.yaml run unchanged, with its DNS names resolved (hostAliases) and a
+ * destination that refuses connections without TLS; the kit's cluster has no DNS and its suite's servers no TLS.
+ */
 /**
  * The manifest contract: the Job synthesized from a spec, run as the kubelet would run its pod (volumes from
  * the ConfigMaps, env from a Secret, read-only root, non-root, its own command), with node and the real

@@ -1,3 +1,10 @@
+/*
+ * Stand-in vs. the real cluster (test/e2e, issue 17). The cluster suite now runs the default Job from the same
+ * stand-in images (support/rootfs.ts, imported with the kit's k8s-image): the node-runtime init container copies
+ * node and the runner migrates with it, saying which node it used (e2e/readme-path, e2e/airgapped). What only
+ * this stand-in still shows: image.runtime.enabled false and the entrypoint's message, and the copied node in an
+ * image without any C library (static busybox); both could run in the cluster too (k8s-image of busyboxRoot()).
+ */
 /**
  * The default Job in a helper image without node, run as the kubelet would: the node-runtime init container runs
  * in the official node image (its Linux build of Node.js 24, as the Docker image ships it) and copies node into the

@@ -1,3 +1,10 @@
+/*
+ * Stand-in vs. the real cluster (test/e2e, issue 17). e2e/online covers all of this with the real `kubectl exec
+ * job/NAME -- sh /opt/db-migration/cutover.sh`, plus a failed cutover and a second one. Here `kubectl exec` is
+ * nsenter, whose processes outlive the container, so this stand-in could not show that the kubelet kills the
+ * exec'd command once the runner's container ends (exit 137). It shows nothing the cluster suite does not; it runs
+ * without the kit.
+ */
 /**
  * An online migration in the Job, run as the kubelet would (the helper image without node, node from the
  * node-runtime init container), cut over the way the README tells the operator to: `kubectl exec` of the shipped

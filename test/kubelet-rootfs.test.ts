@@ -1,3 +1,10 @@
+/*
+ * Stand-in vs. the real cluster (test/e2e, issue 17). These cases check the kubelet stand-in itself
+ * (support/kubelet*.ts), which the job-* stand-in tests rely on. The real kubelet now shows the main one, an init
+ * container in the node image handing node to the helper image that has none (every e2e Job does it). What only
+ * this file still shows: the stand-in's own behaviour (ConfigMap binaryData byte-exact, a failing init container,
+ * an image or command missing, the host root), and the copied node in a root without any C library (static busybox).
+ */
 /**
  * The kubelet stand-in with stand-in images: a pod whose init container runs in the official node image and
  * copies node, its shared libraries and its loader into an emptyDir, and whose main container runs in an image
