@@ -62,8 +62,9 @@ export class ApplyHealthWatch {
     const now = Date.now();
     const moved = (this.applied !== undefined && lag.appliedLsn !== this.applied) || lag.lagBytes === 0;
     this.applied = lag.appliedLsn;
-    const rose = worker.errors !== undefined && this.errors !== undefined && worker.errors > this.errors;
-    if (this.errors === undefined) this.errorsAtMove = worker.errors;
+    const before = this.errors;
+    const rose = worker.errors !== undefined && before !== undefined && worker.errors > before;
+    if (before === undefined) this.errorsAtMove = worker.errors;
     this.errors = worker.errors;
     if (rose) this.errorSince ??= now;
     else if (moved) this.errorSince = undefined;
@@ -71,7 +72,8 @@ export class ApplyHealthWatch {
     this.notRunningSince = running ? undefined : this.notRunningSince ?? now;
     if (moved) {
       this.movedAt = now;
-      this.errorsAtMove = worker.errors;
+      // An error seen in the same look as the last progress came after it (the failing change is the next one).
+      this.errorsAtMove = rose ? before : worker.errors;
       if (this.stalledSince !== undefined) this.resumed(lag, now);
       return false;
     }
