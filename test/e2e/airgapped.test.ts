@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, E2E_TIMEOUT, importImage, jobPods, kubectlOk, removeImages, RUN_E2E, startCluster, waitForJob } from '../support/k8s-cluster';
+import { createNamespace, deleteNamespace, E2E_TIMEOUT, importImage, jobPods, kubectlOk, removeImages, reportFailures, RUN_E2E, startCluster, waitForJob } from '../support/k8s-cluster';
 import { createSmallDatabase, defaultImages } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, specYaml, startPodReachableServer, Workspace } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -39,6 +39,7 @@ describe.skipIf(!RUN_E2E)('an airgapped cluster', () => {
     await Promise.all([source?.destroy(), destination?.destroy()]);
     ws?.remove();
   }, 300_000);
+  reportFailures(() => [ns]);
 
   it('image.registry set: both images named under the mirror, and the Job runs from images present only under those names', async () => {
     // given a spec with image.registry, and the list of images to mirror that the README's command prints

@@ -7,7 +7,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clusterReport, createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectlOk, POD_GATEWAY, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { clusterReport, createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectlOk, POD_GATEWAY, reportFailures, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { createBigDatabase, createSmallDatabase, defaultImages, tableDigests } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, followLogs, specYaml, startPodReachableServer, Workspace, type SpecOptions } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -33,6 +33,7 @@ describe.skipIf(!RUN_E2E)('failures in a real cluster', () => {
     await Promise.all([source?.destroy(), destination?.destroy()]);
     ws?.remove();
   }, 300_000);
+  reportFailures(() => namespaces);
 
   /** A restricted namespace with the Secret `pg`, and the Job of `spec` applied with kubectl apply -f dist. */
   async function applyJob(prefix: string, spec: Omit<SpecOptions, 'namespace' | 'source' | 'destination'> & { sourcePort?: number }, sourcePassword?: string): Promise<string> {

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectl, kubectlOk, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectl, kubectlOk, reportFailures, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { defaultImages, loadPagila } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, followLogs, specYaml, startPodReachableServer, Workspace } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -41,6 +41,7 @@ describe.skipIf(!RUN_E2E)('online mode in a real cluster', () => {
     await Promise.all([source?.destroy(), destination?.destroy()]);
     ws?.remove();
   }, 300_000);
+  reportFailures(() => [ns]);
 
   const exec = (args: string[]) => kubectl(['-n', ns, 'exec', 'job/live', '--', ...args], { timeoutMs: 240_000 });
 

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectl, kubectlOk, RUN_E2E, run, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectl, kubectlOk, reportFailures, RUN_E2E, run, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { assertNoSecret, createPasswordSecret, specYaml, startPodReachableServer, Workspace, type SpecOptions } from '../support/k8s-migration';
 import { loadPagila, privilegeFacts, defaultImages } from '../support/k8s-fixtures';
 import type { PgServer } from '../support/pg-server';
@@ -42,6 +42,7 @@ describe.skipIf(!RUN_E2E)('the README\'s path in a real cluster', () => {
     await Promise.all([source?.destroy(), destination?.destroy()]);
     ws?.remove();
   }, 300_000);
+  reportFailures(() => [ns]);
 
   const spec = (o: Partial<SpecOptions> = {}) => specYaml({
     name: 'e2e', namespace: ns, source, destination, databases: ['pagila', SHOP],
@@ -97,7 +98,7 @@ describe.skipIf(!RUN_E2E)('the README\'s path in a real cluster', () => {
     expect(described).toContain('"name":"shop","status":"migrated"');
     const initLog = await kubectlOk(['-n', ns, 'logs', 'job/e2e', '-c', 'node-runtime']);
     expect(initLog).toMatch(/^db-migration: copied node v24\.\S+, \d+ libraries and the loader/);
-    assertNoSecret(secrets, log, initLog, described);
+    assertNoSecret(secrets, log, initLog, described, ws.manifests());
   }, E2E_TIMEOUT);
 
   it('a changed spec: kubectl apply is refused as immutable, the line synth prints replaces the Job, which skips the verified databases', async () => {

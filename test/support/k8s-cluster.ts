@@ -13,6 +13,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { afterEach } from 'vitest';
 import { REPO } from './repo';
 import { helperRoot, keepStandInRootsIn, nodeImageRoot, officialNodeBinary } from './rootfs';
 
@@ -162,6 +163,14 @@ export async function clusterReport(ns: string): Promise<string> {
     ['logs', '-l', 'job-name', '--all-containers', '--prefix', '--tail=60', '--max-log-requests=20'],
   ].map((args) => kubectl(['-n', ns, ...args]).then((r) => r.stdout + r.stderr, (err: Error) => err.message)));
   return `---- the cluster's account of namespace ${ns}:\n${parts.join('\n----\n')}`;
+}
+
+/** After each failed test of the file, prints the cluster's account of its namespaces (before afterAll deletes them). */
+export function reportFailures(namespaces: () => readonly (string | undefined)[]): void {
+  afterEach(async (ctx) => {
+    if (ctx.task.result?.state !== 'fail') return;
+    for (const ns of namespaces()) if (ns) console.error(await clusterReport(ns));
+  });
 }
 
 /**

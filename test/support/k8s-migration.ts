@@ -5,7 +5,7 @@
  * the pods reach: on the host, listening on the pod network's gateway too.
  */
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -64,6 +64,11 @@ export class Workspace {
     const r = await run('npm', ['run', '--silent', 'synth', '--', '--spec', this.spec, '--out', this.dist], { cwd: REPO, timeoutMs: 180_000 });
     if (r.code !== 0) throw new Error(`npm run synth exited ${r.code}:\n${r.stdout}${r.stderr}`);
     return r.stdout;
+  }
+
+  /** Every file synth wrote to dist/, concatenated. */
+  manifests(): string {
+    return readdirSync(this.dist).map((f) => readFileSync(join(this.dist, f), 'utf8')).join('\n');
   }
 
   /** `db-migration images --spec migration.yaml` after writing `specText`: the images to mirror, one a line. */
