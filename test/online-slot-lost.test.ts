@@ -4,12 +4,13 @@
  * source writes past that, the slot is reported unreserved, and a checkpoint invalidates it (wal_status lost). The
  * database fails at once, while the destination is still down, naming the invalidated slot, the cause and the fix;
  * slot and publication are removed at once, the subscription as soon as the destination is back; nothing is left.
+ * A slot dropped by someone else fails the database the same way.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../src/runner/migrate';
 import { replicationName } from '../src/runner/online/names';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
-import { jsonLines, replicationObjects } from './support/replication-faults';
+import { jsonLines, replicationObjects, until } from './support/replication-faults';
 import { captureOutput, createAppRoles, createRealisticDatabase } from './support/runner-helpers';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
 
@@ -134,5 +135,33 @@ describe('online mode: the slot invalidated by max_slot_wal_keep_size', () => {
     const [{ ro }] = await source.query<{ ro: string }>("SELECT current_setting('default_transaction_read_only') AS ro", 'shop_lost');
     expect(ro).toBe('off');
     console.log(`[measure] slot invalidated (CHECKPOINT returned) -> database failure logged: ${reportedAfterMs} ms (interval ${INTERVAL_MS} ms, destination down)`);
+  }, TEST_TIMEOUT);
+
+  it('fails the database at once when its slot is dropped by someone else, and removes the rest', async () => {
+    // given an online migration that has copied and caught up
+    await source.query('CREATE DATABASE shop_gone TEMPLATE shop');
+    const t = makeRuntimeConfig({
+      source, destination,
+      databases: [{ name: 'gone', source: { database: 'shop_gone' }, destination: { database: 'shop_gone_copy' } }],
+      migration: { mode: 'online', logFormat: 'json', restore: { noOwner: false }, retries: { attempts: 1 } },
+    });
+    configs.push(t);
+    const name = replicationName(t.config.name, 'gone');
+    const out = captureOutput();
+    const run = runMigration(t.config, { env: t.env, binDir: PG_BIN, out: out.stream, progressIntervalMs: INTERVAL_MS });
+    await out.waitFor(/"database":"gone".*caught up/, 120_000);
+
+    // when someone disables the subscription and drops the slot by hand
+    await destination.query(`ALTER SUBSCRIPTION ${name} DISABLE`, 'shop_gone_copy');
+    await until('the slot is released', async () => (await source.query<{ a: boolean }>(`SELECT active AS a FROM pg_replication_slots WHERE slot_name = '${name}'`))[0]?.a === false);
+    await source.query(`SELECT pg_drop_replication_slot('${name}')`);
+    const summary = await run;
+
+    // then the database failed saying the slot is gone, and the subscription and publication were removed too
+    const db = summary.databases[0];
+    expect(db, out.text()).toMatchObject({ name: 'gone', status: 'failed', phase: 'replicate', fault: { kind: 'slot-missing' } });
+    expect(db.error).toContain(`replication slot ${name} no longer exists on the source`);
+    expect(jsonLines(out.text()).some((l) => l.level === 'error' && l.fault === 'slot-missing')).toBe(true);
+    expect(await replicationObjects(source, destination, 'shop_gone', name)).toEqual([]);
   }, TEST_TIMEOUT);
 });
