@@ -8,14 +8,14 @@ import { MigrationChart } from './migration-chart';
 
 export interface SynthOptions {
   /**
-   * The runner JavaScript stored in the `<name>-script` ConfigMap.
-   * @default - src/runner/main.ts bundled with esbuild
+   * The runner JavaScript the Job runs (stored compressed in the `<name>-runner-<n>` ConfigMaps).
+   * @default - db-migration's runner: bundled from src/runner/main.ts in a checkout, the prebuilt one once installed
    */
   readonly runnerBundle?: string;
 }
 
 export interface SynthResult {
-  /** Multi-document YAML: ServiceAccount, ConfigMaps, NetworkPolicy (when enabled), Job. */
+  /** Multi-document YAML: ServiceAccount, ConfigMaps (script, runner parts, config), NetworkPolicy (when enabled), Job. */
   readonly yaml: string;
   /** The same objects, parsed, in the same order. */
   readonly objects: Record<string, unknown>[];
