@@ -1,12 +1,13 @@
 /**
  * What a command costs before it does any work: the CLI loads only the module of the command it runs (cdk8s is
  * for synth alone), through the bin's own require hook; and the runner bundle is built once per change of its
- * inputs, then read from node_modules/.cache/db-migration/ by every later process.
+ * inputs, then read from node_modules/.cache/db-migration/ by every later process, and so is its compressed form.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { brotliCompressSync, brotliDecompressSync, constants } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../src/chart/runner-bundle';
 import { REPO } from './support/repo';
@@ -174,5 +175,41 @@ describe('the runner bundle cache', () => {
     writeFileSync(join(root, 'node_modules', '.cache'), 'a file where the cache directory would go\n');
     expect(bundleIn(root).prints).toBe('hello v1 (suffix v1)');
     expect(bundleIn(root).prints).toBe('hello v1 (suffix v1)');
+  });
+});
+
+describe('the compressed runner on disk', () => {
+  const CODE = `console.log(${JSON.stringify('compressed once '.repeat(200))});\n`;
+  /** compressRunner(CODE) in a process of its own, from the checkout's src/chart/runner-compression.ts. */
+  function compressIn(root: string): Buffer {
+    const module = join(root, 'src', 'chart', 'runner-compression.ts');
+    const script = `process.stdout.write(require(${JSON.stringify(module)}).compressRunner(${JSON.stringify(CODE)}).toString('base64'))`;
+    const res = spawnSync(process.execPath, ['-r', 'tsx/cjs', '-e', script], { cwd: REPO, encoding: 'utf8' });
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    return Buffer.from(res.stdout, 'base64');
+  }
+  const copies = (root: string) => cacheFiles(root).filter((f) => f.startsWith('compressed-'));
+
+  it('given a runner compressed once, when another process compresses it, then it takes the copy on disk', () => {
+    const { root } = checkout();
+    const first = compressIn(root);
+    expect(brotliDecompressSync(first).toString('utf8')).toBe(CODE);
+    expect(copies(root)).toEqual([`compressed-${sha256Hex(CODE)}-brotli-${process.versions.brotli}.br`]);
+    // another valid compression of the same runner, in its place: a process that returns it did not compress
+    const planted = brotliCompressSync(Buffer.from(CODE), { params: { [constants.BROTLI_PARAM_QUALITY]: 1 } });
+    expect(planted.equals(first)).toBe(false);
+    writeFileSync(join(CACHE(root), copies(root)[0]), planted);
+    expect(compressIn(root).equals(planted)).toBe(true);
+  });
+
+  it('given a copy on disk that does not unpack to the runner, when compressed, then it compresses again and replaces it', () => {
+    const { root } = checkout();
+    const first = compressIn(root);
+    for (const wrong of [Buffer.from('not brotli at all'), brotliCompressSync(Buffer.from(`${CODE}// another runner\n`))]) {
+      writeFileSync(join(CACHE(root), copies(root)[0]), wrong);
+      expect(compressIn(root).equals(first)).toBe(true);
+      expect(readFileSync(join(CACHE(root), copies(root)[0])).equals(first)).toBe(true);
+    }
   });
 });
