@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, E2E_TIMEOUT, importImage, jobPods, kubectlOk, removeImages, reportFailures, RUN_E2E, startCluster, waitForJob } from '../support/k8s-cluster';
+import { cleanUp, createNamespace, deleteNamespace, E2E_TIMEOUT, importImage, jobPods, kubectlOk, removeImages, reportFailures, RUN_E2E, startCluster, waitForJob } from '../support/k8s-cluster';
 import { createSmallDatabase, defaultImages } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, specYaml, startPodReachableServer, Workspace } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -34,10 +34,7 @@ describe.skipIf(!RUN_E2E)('an airgapped cluster', () => {
   }, 900_000);
 
   afterAll(async () => {
-    await deleteNamespace(ns);
-    if (mirrored.length > 0) await removeImages(mirrored);
-    await Promise.all([source?.destroy(), destination?.destroy()]);
-    ws?.remove();
+    await cleanUp(() => deleteNamespace(ns), () => removeImages(mirrored), () => source?.destroy(), () => destination?.destroy(), () => ws?.remove());
   }, 300_000);
   reportFailures(() => [ns]);
 

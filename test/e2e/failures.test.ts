@@ -7,7 +7,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clusterReport, createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectlOk, POD_GATEWAY, reportFailures, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { clusterReport, cleanUp, createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectlOk, POD_GATEWAY, reportFailures, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { createBigDatabase, createSmallDatabase, defaultImages, tableDigests } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, followLogs, specYaml, startPodReachableServer, Workspace, type SpecOptions } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -29,9 +29,7 @@ describe.skipIf(!RUN_E2E)('failures in a real cluster', () => {
   }, 900_000);
 
   afterAll(async () => {
-    for (const ns of namespaces) await deleteNamespace(ns);
-    await Promise.all([source?.destroy(), destination?.destroy()]);
-    ws?.remove();
+    await cleanUp(...namespaces.map((ns) => () => deleteNamespace(ns)), () => source?.destroy(), () => destination?.destroy(), () => ws?.remove());
   }, 300_000);
   reportFailures(() => namespaces);
 

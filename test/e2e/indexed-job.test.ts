@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectlOk, reportFailures, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { cleanUp, createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectlOk, reportFailures, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { defaultImages, loadChinook, loadNorthwind, loadPagila } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, specYaml, startPodReachableServer, Workspace } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -29,9 +29,7 @@ describe.skipIf(!RUN_E2E)('an Indexed Job in a real cluster', () => {
   }, 900_000);
 
   afterAll(async () => {
-    await deleteNamespace(ns);
-    await Promise.all([source?.destroy(), destination?.destroy()]);
-    ws?.remove();
+    await cleanUp(() => deleteNamespace(ns), () => source?.destroy(), () => destination?.destroy(), () => ws?.remove());
   }, 300_000);
   reportFailures(() => [ns]);
 

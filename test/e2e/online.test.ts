@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectl, kubectlOk, reportFailures, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { cleanUp, createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectl, kubectlOk, reportFailures, RUN_E2E, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { defaultImages, loadPagila } from '../support/k8s-fixtures';
 import { assertNoSecret, createPasswordSecret, followLogs, specYaml, startPodReachableServer, Workspace } from '../support/k8s-migration';
 import type { PgServer } from '../support/pg-server';
@@ -36,10 +36,7 @@ describe.skipIf(!RUN_E2E)('online mode in a real cluster', () => {
   }, 900_000);
 
   afterAll(async () => {
-    await load?.stop();
-    await deleteNamespace(ns);
-    await Promise.all([source?.destroy(), destination?.destroy()]);
-    ws?.remove();
+    await cleanUp(() => load?.stop(), () => deleteNamespace(ns), () => source?.destroy(), () => destination?.destroy(), () => ws?.remove());
   }, 300_000);
   reportFailures(() => [ns]);
 

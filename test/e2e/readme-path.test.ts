@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
-import { createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectl, kubectlOk, reportFailures, RUN_E2E, run, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
+import { cleanUp, createNamespace, deleteNamespace, E2E_TIMEOUT, jobPods, kubectl, kubectlOk, reportFailures, RUN_E2E, run, runnerTermination, startCluster, waitForJob } from '../support/k8s-cluster';
 import { assertNoSecret, createPasswordSecret, specYaml, startPodReachableServer, Workspace, type SpecOptions } from '../support/k8s-migration';
 import { loadPagila, privilegeFacts, defaultImages } from '../support/k8s-fixtures';
 import type { PgServer } from '../support/pg-server';
@@ -38,9 +38,7 @@ describe.skipIf(!RUN_E2E)('the README\'s path in a real cluster', () => {
   }, 900_000);
 
   afterAll(async () => {
-    await deleteNamespace(ns);
-    await Promise.all([source?.destroy(), destination?.destroy()]);
-    ws?.remove();
+    await cleanUp(() => deleteNamespace(ns), () => source?.destroy(), () => destination?.destroy(), () => ws?.remove());
   }, 300_000);
   reportFailures(() => [ns]);
 

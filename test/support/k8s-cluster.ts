@@ -165,6 +165,14 @@ export async function clusterReport(ns: string): Promise<string> {
   return `---- the cluster's account of namespace ${ns}:\n${parts.join('\n----\n')}`;
 }
 
+/** Runs every clean-up step, each whatever the others did, then throws the first error if any failed. */
+export async function cleanUp(...steps: (() => unknown)[]): Promise<void> {
+  const results = [];
+  for (const step of steps) results.push(await Promise.resolve().then(step).then(() => undefined, (err: unknown) => err ?? new Error('clean-up failed')));
+  const failed = results.find((r) => r !== undefined);
+  if (failed) throw failed;
+}
+
 /** After each failed test of the file, prints the cluster's account of its namespaces (before afterAll deletes them). */
 export function reportFailures(namespaces: () => readonly (string | undefined)[]): void {
   afterEach(async (ctx) => {
