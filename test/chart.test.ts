@@ -1,26 +1,26 @@
 /**
  * The chart: snapshots of the synthesized manifests, exact assertions on the fields that matter, the runner
- * bundle and its entrypoint, and proof that no secret value reaches the YAML.
+ * bundle, its ConfigMaps and its entrypoint, and proof that no secret value reaches the YAML. The loader's side of the
+ * runner's parts: runner-loader.test.ts; a spec given as an object: chart-spec-object.test.ts.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { App, Testing } from 'cdk8s';
-import { brotliDecompressSync } from 'node:zlib';
 import {
-  ANNOTATIONS_LIMIT_BYTES, appliedAnnotationsBytes, assertFitsConfigMap, bundleRunner, compressRunner, CONFIG_SHA256_ANNOTATION,
+  appliedAnnotationsBytes, assertFitsConfigMap, bundleRunner, compressRunner, CONFIG_SHA256_ANNOTATION,
   CONFIGMAP_DATA_LIMIT_BYTES, MigrationChart, packRunner, RUNNER_PART_MAX_BYTES, RUNNER_SHA256_ANNOTATION, sha256Hex, synthManifests,
 } from '../src/chart';
 import { version as packageVersion } from '../package.json';
 import { loadSpecFile, parseSpec } from '../src/spec/load';
 import { CONTAINER_PATHS, caCertPath, secretUses, toRuntimeConfig } from '../src/spec/runtime-config';
-import { SpecError } from '../src/spec/issues';
-import type { MigrationSpec, MigrationSpecInput } from '../src/spec/schema';
+import type { MigrationSpec } from '../src/spec/schema';
+import { runnerConfigMaps, unpacked } from './support/runner-objects';
 
 type Obj = Record<string, any>;
 
@@ -83,34 +83,6 @@ function snapshotYaml(spec: MigrationSpec): string {
   const partSize = new RegExp(`("file": "runner\\.js\\.br\\.1",\\s+"bytes": )${part.data.length},`);
   expect(text).toMatch(partSize);
   return text.replace(partSize, '$1<its size>,');
-}
-
-/** The runner's ConfigMaps, in order. */
-const runnerConfigMaps = (objects: Obj[]) => objects.filter((o) => o.kind === 'ConfigMap' && /-runner-\d+$/.test(o.metadata.name));
-
-/** What the loader runs: the parts (from the runner's ConfigMaps, in order) put together and unpacked. */
-function unpacked(objects: Obj[]): string {
-  const parts = runnerConfigMaps(objects).map((cm, i) => {
-    expect(Object.keys(cm.binaryData)).toEqual([`runner.js.br.${i + 1}`]);
-    return Buffer.from(cm.binaryData[`runner.js.br.${i + 1}`], 'base64');
-  });
-  return brotliDecompressSync(Buffer.concat(parts)).toString('utf8');
-}
-
-/** Every file of the pod's script volume (the script ConfigMap and the runner's ConfigMaps), written to a new directory. */
-function scriptDirectory(objects: Obj[], prefix: string): string {
-  const dir = tempDir(prefix);
-  const script = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.endsWith('-script'))!;
-  for (const [key, text] of Object.entries<string>(script.data)) writeFileSync(join(dir, key), text);
-  for (const cm of runnerConfigMaps(objects)) {
-    for (const [key, base64] of Object.entries<string>(cm.binaryData)) writeFileSync(join(dir, key), Buffer.from(base64, 'base64'));
-  }
-  return dir;
-}
-
-/** Bytes that gzip cannot shrink, as a JavaScript program (to stand in for a runner that grew too large). */
-function incompressibleRunner(bytes: number): string {
-  return `console.log(${JSON.stringify(require('node:crypto').randomBytes(bytes).toString('base64'))}.length);\n`;
 }
 
 describe('snapshots', () => {
@@ -180,46 +152,6 @@ describe('objects, names, namespace and labels', () => {
       'orders-move', 'orders-move', 'orders-move', 'orders-move-config', 'orders-move-runner-1', 'orders-move-script',
     ]);
     expect(app).toBeInstanceOf(App);
-  });
-});
-
-describe('a spec given as an object, from code', () => {
-  const CORPUS = join(ROOT, 'test', 'fixtures', 'invalid-specs');
-  const raw = (file: string) => parseAllDocuments(readFileSync(file, 'utf8'))[0].toJS() as MigrationSpecInput;
-
-  it.each([['the example', EXAMPLE], ['full.yaml', FULL]])('given %s as an object, when the chart is built in an app, then its objects equal synth\'s for the file, one for one', (_label, file) => {
-    const chart = new MigrationChart(Testing.app(), 'migration', { spec: raw(file), runnerBundle: STAND_IN_BUNDLE });
-    expect(Testing.synth(chart)).toEqual(synth(loadSpecFile(file)).objects);
-    expect(chart.spec).toEqual(loadSpecFile(file));
-  });
-
-  it('given a migration.yaml, when the chart is made with fromSpecFile, then it equals synth\'s; an invalid file fails with its lines and columns', () => {
-    const chart = MigrationChart.fromSpecFile(Testing.app(), 'migration', FULL, { runnerBundle: STAND_IN_BUNDLE });
-    expect(Testing.synth(chart)).toEqual(synth(loadSpecFile(FULL)).objects);
-    const bad = join(CORPUS, '01-literal-password.yaml');
-    expect(() => MigrationChart.fromSpecFile(Testing.app(), 'migration', bad)).toThrow(new RegExp(`^${bad}:\\d+:\\d+ databases\\[0\\]\\.source\\.password: a literal password is not allowed`));
-  });
-
-  const corpus = readdirSync(CORPUS).filter((f) => f.endsWith('.yaml')).sort();
-  const representable = corpus.filter((f) => parseAllDocuments(readFileSync(join(CORPUS, f), 'utf8'))[0].errors.length === 0);
-
-  it('has every invalid spec of the corpus as an object but the one that is not YAML', () => {
-    expect(corpus.filter((f) => !representable.includes(f))).toEqual(['23-yaml-syntax.yaml']);
-  });
-
-  it.each(representable)('given %s as an object, when the chart is built, then it fails with the corpus\'s messages, each with its field path', (name) => {
-    // the corpus's `# expect: LINE:COL field.path: message` lines, without the line and column
-    const expected = readFileSync(join(CORPUS, name), 'utf8').split('\n').filter((l) => l.startsWith('# expect: '))
-      .map((l) => `spec of MigrationChart "migration": ${l.slice('# expect: '.length).replace(/^\d+:\d+ /, '')}`);
-    expect(expected.length).toBeGreaterThan(0);
-    let error: unknown;
-    try {
-      new MigrationChart(Testing.app(), 'migration', { spec: raw(join(CORPUS, name)), runnerBundle: STAND_IN_BUNDLE });
-    } catch (err) {
-      error = err;
-    }
-    expect(error).toBeInstanceOf(SpecError);
-    expect((error as SpecError).message.split('\n').sort()).toEqual([...expected].sort());
   });
 });
 
@@ -568,80 +500,6 @@ describe('ConfigMaps', () => {
     expect(cm.data['entrypoint.sh']).toContain(
       'exec $NODE --max-semi-space-size=1 --max-opt=2 /opt/db-migration/load-runner.js --config /etc/db-migration/config/config.json "$@"',
     );
-  });
-
-  it('given a runner that does not compress below a part (200 KB of random bytes), when synthesized, then it is split into parts of equal size, each under the part limit, in ConfigMaps the Job mounts in order', () => {
-    const runner = incompressibleRunner(200_000);
-    const { objects } = synth(loadSpecFile(EXAMPLE), runner);
-    const parts = runnerConfigMaps(objects);
-    const count = Math.ceil(compressRunner(runner).length / RUNNER_PART_MAX_BYTES);
-    expect(count).toBeGreaterThanOrEqual(3);
-    expect(parts.map((o) => o.metadata.name)).toEqual(Array.from({ length: count }, (_, i) => `db-migration-runner-${i + 1}`));
-    const sizes = parts.map((cm, i) => Buffer.from(cm.binaryData[`runner.js.br.${i + 1}`], 'base64').length);
-    for (const size of sizes) expect(size).toBeLessThanOrEqual(RUNNER_PART_MAX_BYTES);
-    expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
-    expect(unpacked(objects)).toBe(runner);
-    for (const cm of parts) expect(appliedAnnotationsBytes(cm)).toBeLessThan(ANNOTATIONS_LIMIT_BYTES / 2.5);
-    const manifest = JSON.parse(one(objects, 'ConfigMap', 'db-migration-script').data['runner.json']);
-    expect(manifest.parts.map((p: Obj) => [p.file, p.bytes, p.source])).toEqual(sizes.map((size, i) => [`runner.js.br.${i + 1}`, size, `ConfigMap db-migration-runner-${i + 1}`]));
-    expect(podOf(objects).spec.volumes.find((v: Obj) => v.name === 'script').projected.sources.map((s: Obj) => s.configMap)).toEqual([
-      { name: 'db-migration-script', optional: false },
-      ...parts.map((cm) => ({ name: cm.metadata.name, optional: true })),
-    ]);
-  });
-
-  it('given the loader, its manifest and the parts in a directory, when node runs the loader, then the runner runs as the main module with the arguments', () => {
-    const runner = 'console.log(JSON.stringify({ main: require.main === module, file: __filename.split("/").pop(), args: process.argv.slice(2) }));\n';
-    for (const code of [runner, `${runner}// ${incompressibleRunner(150_000)}`]) {
-      const { objects } = synth(loadSpecFile(EXAMPLE), code);
-      const dir = scriptDirectory(objects, 'loader');
-      const run = spawnSync(process.execPath, [join(dir, 'load-runner.js'), '--config', 'c.json', '--resume'], { encoding: 'utf8', env: { PATH: process.env.PATH } });
-      expect(run.stderr).toBe('');
-      expect(JSON.parse(run.stdout)).toEqual({ main: true, file: 'runner.js', args: ['--config', 'c.json', '--resume'] });
-    }
-  });
-
-  describe('the loader refuses, in one line and before any of the runner runs,', () => {
-    const RAN = 'the runner ran';
-    /** A three-part runner that would print RAN, in a directory; `change` alters it before the loader runs. */
-    function refusal(change: (dir: string) => void): { status: number | null; stdout: string; stderr: string } {
-      const { objects } = synth(loadSpecFile(EXAMPLE), `console.log(${JSON.stringify(RAN)});\n// ${incompressibleRunner(150_000)}`);
-      expect(runnerConfigMaps(objects)).toHaveLength(3);
-      const dir = scriptDirectory(objects, 'refuse');
-      change(dir);
-      return spawnSync(process.execPath, [join(dir, 'load-runner.js')], { encoding: 'utf8', env: { PATH: process.env.PATH } });
-    }
-    const REMEDY = '; apply every object synth wrote (kubectl apply -f dist), then start the Job again\n';
-
-    it('a missing part, naming it and its ConfigMap', () => {
-      const run = refusal((dir) => rmSync(join(dir, 'runner.js.br.2')));
-      expect(run).toMatchObject({ status: 1, stdout: '' });
-      expect(run.stderr).toBe(`db-migration: cannot start the runner: runner.js.br.2 (part 2 of 3, from ConfigMap db-migration-runner-2) is missing${REMEDY}`);
-    });
-
-    it('a part of another runner, naming it and both digests', () => {
-      const other = packRunner(incompressibleRunner(150_000)).parts[2].data;
-      const run = refusal((dir) => writeFileSync(join(dir, 'runner.js.br.3'), other));
-      expect(run).toMatchObject({ status: 1, stdout: '' });
-      const digest = createHash('sha256').update(other).digest('hex');
-      expect(run.stderr).toMatch(new RegExp(`^db-migration: cannot start the runner: runner\\.js\\.br\\.3 \\(part 3 of 3, from ConfigMap db-migration-runner-3\\) has sha256 ${digest}, not [0-9a-f]{64}: it is part of another runner; apply every object synth wrote \\(kubectl apply -f dist\\), then start the Job again\\n$`));
-    });
-
-    it('a manifest that names a runner other than the parts make up', () => {
-      const run = refusal((dir) => {
-        const manifest = JSON.parse(readFileSync(join(dir, 'runner.json'), 'utf8'));
-        writeFileSync(join(dir, 'runner.json'), JSON.stringify({ ...manifest, sha256: sha256Hex('another runner') }));
-      });
-      expect(run).toMatchObject({ status: 1, stdout: '' });
-      expect(run.stderr).toMatch(new RegExp(`^db-migration: cannot start the runner: the runner put together has sha256 [0-9a-f]{64}, not ${sha256Hex('another runner')}; apply every object`));
-      expect(run.stderr.split('\n')).toHaveLength(2);
-    });
-
-    it('a missing manifest', () => {
-      const run = refusal((dir) => rmSync(join(dir, 'runner.json')));
-      expect(run).toMatchObject({ status: 1, stdout: '' });
-      expect(run.stderr).toMatch(/^db-migration: cannot start the runner: \/.*\/runner\.json cannot be read \(ENOENT\)\n$/);
-    });
   });
 
   it('given image.runtime.enabled false, when synthesized, then there is no copy script', () => {
