@@ -58,4 +58,16 @@ describe('a spec given as an object, from code', () => {
     expect(error).toBeInstanceOf(SpecError);
     expect((error as SpecError).message.split('\n').sort()).toEqual([...expected].sort());
   });
+
+  it('given a spec whose Job kubectl apply could not store, when the app synthesizes, then it refuses, naming the object, as db-migration synth does', () => {
+    const spec = raw(EXAMPLE);
+    const app = Testing.app();
+    new MigrationChart(app, 'migration', {
+      spec: { ...spec, job: { ...spec.job, annotations: { 'example.com/notes': 'x'.repeat(270_000) } } },
+      runnerBundle: STAND_IN_BUNDLE,
+    });
+    expect(() => app.synth()).toThrow(
+      /^Validation failed with the following errors:\n {2}\[migration\] Job\/db-migration cannot be applied with "kubectl apply": it would carry \d+ bytes of annotations .*more than Kubernetes' limit of 262144 bytes$/,
+    );
+  });
 });

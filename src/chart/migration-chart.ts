@@ -3,11 +3,12 @@
  * config ConfigMap, the optional NetworkPolicy and the Job. It is what `db-migration synth` writes, and what an
  * app of one's own adds beside its other charts (`new MigrationChart(app, 'migration', { spec })`).
  */
-import { Chart } from 'cdk8s';
+import { ApiObject, Chart } from 'cdk8s';
 import type { Construct } from 'constructs';
 import { loadSpecFile, validateSpec } from '../spec/load';
 import type { MigrationSpec, MigrationSpecInput } from '../spec/schema';
 import { resourceNames } from './labels';
+import { checkClientSideApply, ManifestTooLargeError } from './last-applied';
 import { MigrationJob } from './migration-job';
 import { MigrationNetworkPolicy } from './network-policy';
 import { bundleRunner } from './runner-bundle';
@@ -75,5 +76,26 @@ export class MigrationChart extends Chart {
       runnerSha256: runner.manifest.sha256,
       configSha256: this.runtimeConfigMap.configSha256,
     });
+    // `cdk8s synth` in an app of one's own refuses, as `db-migration synth` does, what client-side kubectl apply cannot store.
+    this.node.addValidation({ validate: () => tooLargeForKubectlApply(this) });
+  }
+
+  /**
+   * Throws ManifestTooLargeError, naming each object, when client-side `kubectl apply` could not store one of them.
+   * (Chart.toJson() would run the chart's validation, which reports the same as a plain Error.)
+   */
+  public assertFitsKubectlApply(): void {
+    checkClientSideApply(this.node.findAll().filter(ApiObject.isApiObject).map((o) => o.toJson() as Record<string, unknown>));
+  }
+}
+
+/** One line per object that client-side `kubectl apply` could not store (see last-applied.ts). */
+function tooLargeForKubectlApply(chart: MigrationChart): string[] {
+  try {
+    chart.assertFitsKubectlApply();
+    return [];
+  } catch (err) {
+    if (err instanceof ManifestTooLargeError) return err.message.split('\n');
+    throw err;
   }
 }

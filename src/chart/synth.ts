@@ -30,11 +30,12 @@ export function synthManifests(spec: MigrationSpec, opts: SynthOptions = {}): Sy
   // App only touches the disk in synth(), which we never call: chart.toJson() resolves every object in memory.
   const app = new App();
   const chart = new MigrationChart(app, spec.name, { spec, runnerBundle: opts.runnerBundle });
+  // Refuses (ManifestTooLargeError) a manifest that `kubectl apply -f dist`, the documented command, could not apply.
+  chart.assertFitsKubectlApply();
   const objects = (chart.toJson() as Record<string, unknown>[])
     .map((o, i) => ({ o, i }))
     .sort((a, b) => rank(a.o) - rank(b.o) || a.i - b.i)
     .map(({ o }) => o);
-  // Refuses (ManifestTooLargeError) a manifest that `kubectl apply -f dist`, the documented command, could not apply.
   const appliedSizes = checkClientSideApply(objects);
   return { yaml: Yaml.stringify(...objects), objects, appliedSizes };
 }
