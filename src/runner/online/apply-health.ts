@@ -11,7 +11,7 @@ import type { Client } from 'pg';
 import { formatDuration } from '../progress';
 import { faultFields, ReplicationFault, type FaultRecord } from './faults';
 import { applyErrors, formatLag, type ReplicationLag } from './lag';
-import type { OnlineLog } from './setup';
+import type { OnlineLog } from './online-log';
 
 /** A worker not running for this long (no error count to tell, before PostgreSQL 15) counts as a stall; a restart takes about 5 s. */
 const NOT_RUNNING_GRACE_MS = 10_000;

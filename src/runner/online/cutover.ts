@@ -19,7 +19,7 @@ import { ConsistentReader } from './consistent-point';
 import { fence as setFence, liftFence } from './fence';
 import { rowsWritten, waitApplied } from './lag';
 import { syncAtCutover, type SyncResult } from './cutover-sync';
-import type { OnlineLog } from './setup';
+import type { OnlineLog } from './online-log';
 import type { SourceTable } from './tables';
 
 export interface CutoverInput {

@@ -10,7 +10,8 @@ import { sleep } from '../retry';
 import { replicationName } from './names';
 import { dropPublication, dropSlot, dropSubscription } from './replication';
 import { endQuietly, openDestinationAdmin, openSourceAdmin } from './sessions';
-import { removeReplication, type OnlineLog } from './setup';
+import type { OnlineLog } from './online-log';
+import { removeReplication } from './setup';
 
 export interface PatientRemoval {
   readonly log: OnlineLog;

@@ -3,7 +3,6 @@
  * then the subscription bound to the slot. Whatever it created is dropped again if it fails.
  */
 import type { Client } from 'pg';
-import type { LogFields } from '../log';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
 import type { StreamResult } from '../stream';
 import { subscriptionConninfo } from './conninfo';
@@ -11,9 +10,8 @@ import { replicationName } from './names';
 import { createPublication, createSlotWithSnapshot, createSubscription, dropReplication, enableSubscription, readReplicationObjects } from './replication';
 import { endQuietly, openDestinationAdmin, openSourceAdmin } from './sessions';
 import { watchSlotCreation } from './slot-wait';
+import type { OnlineLog } from './online-log';
 import { planPublication, type PublicationPlan } from './tables';
-
-export type OnlineLog = (level: 'info' | 'ok' | 'warn' | 'error', message: string, fields?: LogFields) => void;
 
 export interface ReplicationStart {
   readonly name: string;

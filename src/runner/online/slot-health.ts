@@ -7,7 +7,7 @@
 import type { Client } from 'pg';
 import { formatBytes, formatDuration } from '../progress';
 import { faultFields, ReplicationFault, type FaultRecord } from './faults';
-import type { OnlineLog } from './setup';
+import type { OnlineLog } from './online-log';
 
 export interface SlotHealth {
   readonly exists: boolean;

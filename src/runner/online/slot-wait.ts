@@ -8,7 +8,7 @@ import type { Client } from 'pg';
 import { formatDuration } from '../progress';
 import { sleep } from '../retry';
 import { faultFields, ReplicationFault, type FaultRecord } from './faults';
-import type { OnlineLog } from './setup';
+import type { OnlineLog } from './online-log';
 import { blockerCount, describeBlockers, readSlotBlockers, type SlotBlockers } from './slot-blockers';
 
 /** How often the watcher looks (a slot is normally created within milliseconds, so the first look is the first line). */

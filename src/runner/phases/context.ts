@@ -11,7 +11,7 @@ import type { Logger } from '../log';
 import {
   readSourceIdentity, type DumpPoint, type MarkerState, type MigrationMarker, type ResumeAction, type SourceIdentity,
 } from '../marker';
-import type { RunMigrationOptions } from '../migrate';
+import type { RunMigrationOptions } from '../run-options';
 import type { DatabasePlan } from '../plan';
 import type { DatabasePreflight } from '../preflight';
 import { ensureDestinationDatabase, recordMarker, recreateDestinationDatabase, type DestinationOptions } from '../restore';

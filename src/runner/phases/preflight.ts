@@ -9,7 +9,7 @@ import { humanError } from '../errors';
 import { withDeadline } from '../exec';
 import type { Logger } from '../log';
 import { decideResume, readDestinationState, readSourceIdentity, type DestinationState, type ResumeAction } from '../marker';
-import type { RunMigrationOptions } from '../migrate';
+import type { RunMigrationOptions } from '../run-options';
 import type { DatabasePlan, MigrationPlan } from '../plan';
 import { formatPreflightProblem, preflight, type DatabasePreflight, type PreflightProblem, type PreflightReport } from '../preflight';
 import { formatBytes, formatDuration } from '../progress';

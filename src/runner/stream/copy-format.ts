@@ -14,10 +14,10 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import type { TableToCopy } from './catalog';
+import type { CopyFormat } from './types';
 import { copyOutSql } from './copy-table';
 import { CopyOutFrames } from './copy-frames';
 
-export type CopyFormat = 'binary' | 'text';
 
 /** Binary is kept while it is at most this much larger than text. */
 export const BINARY_MARGIN = 0.1;

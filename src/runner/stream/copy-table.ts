@@ -9,7 +9,7 @@ import type { Client } from 'pg';
 import { escapeIdentifier } from 'pg';
 import { qualifiedName as quoteQualified } from '../sql';
 import type { TableToCopy } from './catalog';
-import type { CopyFormat } from './copy-format';
+import type { CopyFormat } from './types';
 import { CopyInFrames, CopyOutFrames } from './copy-frames';
 
 export interface TableCopyResult {

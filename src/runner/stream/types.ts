@@ -59,3 +59,6 @@ export interface StreamResult {
   readonly sourceRowCounts: ReadonlyMap<string, number>;
   readonly seconds: { readonly preData: number; readonly copy: number; readonly postData: number };
 }
+
+/** How a table's rows cross the wire: COPY's text or binary format. */
+export type CopyFormat = 'binary' | 'text';
