@@ -3,7 +3,10 @@
  * operator: wait for "ready to cut over" in `kubectl logs -f`, then `kubectl exec job/NAME -- sh
  * /opt/db-migration/cutover.sh`. A cutover that finds DDL run on the source during replication exits 1 and the Job
  * keeps replicating; after the same DDL on the destination the second cutover exits 0 with the outcome printed
- * (the exec'd command gets its answer although the container ends right after), and the Job completes.
+ * (the exec'd command gets its answer although the container ends right after), and the Job completes. While it
+ * replicates, `kubectl exec` shows the runner container as the kubelet made it: the pod's non-root user and fsGroup,
+ * a read-only root, no capability, no_new_privs, and no node of its own (the helper image has neither node nor
+ * libstdc++): the node it runs is the one the init container copied, with the libraries it needs.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../support/compare';
@@ -15,6 +18,16 @@ import { startWriteLoad, type WriteLoad } from '../support/write-load';
 
 const DDL = 'CREATE INDEX e2e_actor_names ON actor (last_name, first_name)';
 const CUTOVER = ['sh', '/opt/db-migration/cutover.sh'];
+/** What the runner container is, seen through kubectl exec (the helper image's shell and coreutils only). */
+const PROBE = [
+  'echo "uid=$(id -u) groups=$(id -G)"',
+  'echo "write to /: $( (: > /probe) 2>&1 | sed \'s/.*: //\')"',
+  'command -v node >/dev/null 2>&1 && echo "node on PATH" || echo "no node on PATH"',
+  'echo "copied libraries: $(ls /opt/db-migration-node/lib | tr \'\\n\' \' \')"',
+  'echo "without them: $(/opt/db-migration-node/ld.so /opt/db-migration-node/node -e 0 2>&1 | sed -n 1p)"',
+  'echo "with them: $(/opt/db-migration-node/ld.so --library-path /opt/db-migration-node/lib /opt/db-migration-node/node --version)"',
+  'grep -E "^(CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):" /proc/self/status',
+].join('\n');
 
 describe.skipIf(!RUN_E2E)('online mode in a real cluster', () => {
   let source: PgServer;
@@ -55,6 +68,7 @@ describe.skipIf(!RUN_E2E)('online mode in a real cluster', () => {
       // when the log says it is ready, and how to cut over
       await log.waitFor(/ready to cut over/, 300_000);
       await log.waitFor(new RegExp(`Cut over with: kubectl -n ${ns} exec job/live -- sh /opt/db-migration/cutover\\.sh`), 120_000);
+      await expectRunnerContainerAsMade();
 
       // and DDL runs on the source during replication, then the operator cuts over
       await source.query(DDL, 'pagila');
@@ -73,6 +87,7 @@ describe.skipIf(!RUN_E2E)('online mode in a real cluster', () => {
       expect(cutover.code, cutover.stdout + cutover.stderr).toBe(0);
       expect(cutover.stdout).toMatch(/\[pagila\] fence: database pagila on the source is read-only/);
       expect(cutover.stdout).toMatch(/cutover succeeded: every database is cut over/);
+      assertNoSecret([source.superPassword, destination.superPassword], failed.stdout + failed.stderr, cutover.stdout + cutover.stderr);
       await waitForJob(ns, 'live', 'Complete', 300_000);
       await log.ended;
     } finally {
@@ -94,6 +109,24 @@ describe.skipIf(!RUN_E2E)('online mode in a real cluster', () => {
     expect(await source.query('SELECT slot_name FROM pg_replication_slots')).toEqual([]);
     assertNoSecret([source.superPassword, destination.superPassword], log.text(), await kubectlOk(['-n', ns, 'logs', 'job/live']));
   }, E2E_TIMEOUT);
+
+  /** kubectl exec of PROBE into the replicating runner: the Job's user, read-only root, no capability, the copied node. */
+  async function expectRunnerContainerAsMade(): Promise<void> {
+    const job = JSON.parse(await kubectlOk(['-n', ns, 'get', 'job', 'live', '-o', 'json']));
+    const { runAsUser, fsGroup } = job.spec.template.spec.securityContext;
+    const probe = await exec(['sh', '-c', PROBE]);
+    expect(probe.code, probe.stdout + probe.stderr).toBe(0);
+    const out = probe.stdout;
+    expect(out).toContain(`uid=${runAsUser} groups=`);
+    expect(out.match(/^uid=\d+ groups=(.*)$/m)![1].split(' '), out).toContain(String(fsGroup));
+    expect(out).toContain('write to /: Read-only file system\n');
+    expect(out).toContain('no node on PATH\n');
+    expect(out).toMatch(/^copied libraries: .*libstdc\+\+\.so\.6/m);
+    expect(out).toMatch(/^without them: .*error while loading shared libraries: libstdc\+\+\.so\.6: cannot open shared object file/m);
+    expect(out).toMatch(/^with them: v24\.\d+\.\d+$/m);
+    for (const set of ['CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) expect(out, set).toMatch(new RegExp(`^${set}:\\s+0{16}$`, 'm'));
+    expect(out).toMatch(/^NoNewPrivs:\s+1$/m);
+  }
 
   /** The pod runs, its slot is active, and a row written on the source now reaches the destination. */
   async function expectStillReplicating(context: string): Promise<void> {
