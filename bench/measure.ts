@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
-import { directorySize } from '../src/runner/progress';
+import { directorySize } from '../src/runner/report/progress';
 
 /** Process groups currently running, so a signal handler can stop them all. */
 export const runningGroups = new Set<number>();

@@ -8,10 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   checksumQuery, compareChecksums, exportSnapshot, listLeafTables, releaseSnapshot, tableChecksums, withSnapshot,
   type TableChecksum,
-} from '../src/runner/checksum';
-import { connect } from '../src/runner/connection';
-import { compareInventories, readInventory } from '../src/runner/inventory';
-import { compareSequenceValues, readSequenceValues } from '../src/runner/sequences';
+} from '../src/runner/checks/checksum';
+import { connect } from '../src/runner/postgres/connection';
+import { compareInventories, readInventory } from '../src/runner/checks/inventory/inventory';
+import { compareSequenceValues, readSequenceValues } from '../src/runner/checks/sequence-positions';
 import { dumpRestore, startPgServer, type PgServer } from './support/pg-server';
 import { makeRuntimeConfig } from './support/runtime-config';
 

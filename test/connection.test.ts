@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedEndpoint } from '../src/spec/runtime-config';
-import { configureNetwork, connect, describeEndpoint, libpqEnv, passwordFor, pgClientConfig } from '../src/runner/connection';
-import { classifyError } from '../src/runner/errors';
+import { configureNetwork, connect, describeEndpoint, libpqEnv, passwordFor, pgClientConfig } from '../src/runner/postgres/connection';
+import { classifyError } from '../src/runner/postgres/errors';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 
 const run = promisify(execFile);

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Logger } from '../src/runner/log';
+import { Logger } from '../src/runner/report/log';
 import { ACK_WAIT_STOPPED_SECONDS, controlDir, cutoverScript } from '../src/runner/online/control';
 import { OnlineCoordinator } from '../src/runner/online/coordinator';
 import { CONTAINER_PATHS, workDirPaths, type RuntimeConfig } from '../src/spec/runtime-config';

@@ -8,7 +8,7 @@ import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   applyDatabaseSettings, readDatabaseSettings, settingValueSql, splitGucList, type DatabaseSettings,
-} from '../src/runner/database-settings';
+} from '../src/runner/globals/database-settings';
 import { startPgServer, type PgServer } from './support/pg-server';
 
 const SRC_DB = 'ledger';

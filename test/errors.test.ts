@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { classifyError, errorClause, humanError } from '../src/runner/errors';
+import { classifyError, errorClause, humanError } from '../src/runner/postgres/errors';
 import { freePort, PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 
 const run = promisify(execFile);

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { runTool, ToolAbortedError, ToolFailedError, ToolSpawnError, ToolTimeoutError } from '../src/runner/exec';
+import { runTool, ToolAbortedError, ToolFailedError, ToolSpawnError, ToolTimeoutError } from '../src/runner/postgres/exec';
 
 const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 

@@ -4,7 +4,7 @@
  * rules against real servers of each version: version-matrix.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { compareInventories, type Inventory, type InventoryObject } from '../src/runner/inventory';
+import { compareInventories, type Inventory, type InventoryObject } from '../src/runner/checks/inventory/inventory';
 
 const key = (...parts: string[]) => JSON.stringify(parts);
 const TABLE = key('table', 'public', 'actor');

@@ -5,8 +5,8 @@
 import { join } from 'node:path';
 import type { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect } from '../src/runner/connection';
-import { compareInventories, normalizeSql, readInventory, type Inventory, type InventoryDifference, type InventoryOptions } from '../src/runner/inventory';
+import { connect } from '../src/runner/postgres/connection';
+import { compareInventories, normalizeSql, readInventory, type Inventory, type InventoryDifference, type InventoryOptions } from '../src/runner/checks/inventory/inventory';
 import { dumpRestore, startPgServer, type PgServer } from './support/pg-server';
 import { makeRuntimeConfig } from './support/runtime-config';
 

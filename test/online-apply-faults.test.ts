@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../src/runner/migrate';
 import { controlDir, requestCutover } from '../src/runner/online/control';
 import { replicationName } from '../src/runner/online/names';
-import type { RunSummary } from '../src/runner/summary';
+import type { RunSummary } from '../src/runner/report/summary';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { expectSameData, jsonLines, replicationObjects, until } from './support/replication-faults';
 import { captureOutput, createAppRoles, createRealisticDatabase, type Captured } from './support/runner-helpers';

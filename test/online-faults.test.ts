@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseMarker } from '../src/runner/marker';
+import { parseMarker } from '../src/runner/checks/progress-marker';
 import { runMigration } from '../src/runner/migrate';
 import { replicationName } from '../src/runner/online/names';
 import type { RuntimeConfig } from '../src/spec/runtime-config';

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../src/runner/migrate';
 import { replicationName } from '../src/runner/online/names';
-import { preflight, type PreflightProblem, type PreflightReport } from '../src/runner/preflight';
+import { preflight, type PreflightProblem, type PreflightReport } from '../src/runner/checks/preflight/checks';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { captureOutput, databaseExists } from './support/runner-helpers';
 import { makeRuntimeConfig, type TestDatabase, type TestRuntimeConfig } from './support/runtime-config';

@@ -9,7 +9,7 @@
 import type { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../src/runner/migrate';
-import { preflight } from '../src/runner/preflight';
+import { preflight } from '../src/runner/checks/preflight/checks';
 import { replicationName } from '../src/runner/online/names';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { expectSameData, idleInTransaction, jsonLines, preparedTransaction, replicationObjects, until } from './support/replication-faults';

@@ -7,8 +7,8 @@ import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatPreflightProblem, preflight, type PreflightProblem, type PreflightReport } from '../src/runner/preflight';
-import { formatBytes } from '../src/runner/preflight/capacity';
+import { formatPreflightProblem, preflight, type PreflightProblem, type PreflightReport } from '../src/runner/checks/preflight/checks';
+import { formatBytes } from '../src/runner/checks/preflight/capacity';
 import { freePort, PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { makeRuntimeConfig, type MakeRuntimeConfigOptions, type TestDatabase } from './support/runtime-config';
 

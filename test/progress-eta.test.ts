@@ -4,11 +4,11 @@
  * and checked field by field (no timing assertions: only what every line must hold).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { estimate, RateWindow } from '../src/runner/eta';
+import { estimate, RateWindow } from '../src/runner/report/eta';
 import { runMigration } from '../src/runner/migrate';
 import { streamProgressLine } from '../src/runner/phases/stream';
-import { dumpProgressLine, parseTableDataEntry, RestoreProgress, restoreProgressLine, RunProgress } from '../src/runner/progress';
-import { finishSummary, formatSummaryTable } from '../src/runner/summary';
+import { dumpProgressLine, parseTableDataEntry, RestoreProgress, restoreProgressLine, RunProgress } from '../src/runner/report/progress';
+import { finishSummary, formatSummaryTable } from '../src/runner/report/summary';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { captureOutput, createAppRoles, createRealisticDatabase } from './support/runner-helpers';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';

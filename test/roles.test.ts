@@ -13,12 +13,12 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect } from '../src/runner/connection';
-import { applyDatabaseSettings, readDatabaseSettings } from '../src/runner/database-settings';
+import { connect } from '../src/runner/postgres/connection';
+import { applyDatabaseSettings, readDatabaseSettings } from '../src/runner/globals/database-settings';
 import {
   describeRoleResult, migrateRoles, NO_PASSWORDS_WARNING, parseDumpallRoles, planRoles, rolesToCreate, tokenizeStatements,
   type RoleMigrationResult, type RolePlan,
-} from '../src/runner/roles';
+} from '../src/runner/globals/copy-roles';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { makeRuntimeConfig, type TestEndpoint } from './support/runtime-config';
 import { ANALYST_PW, APP_PW, DATABASE_SQL, DB, DB_LEVEL_SQL, READER_PW, SOURCE_SQL } from './support/roles-fixture';

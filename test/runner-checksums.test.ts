@@ -7,7 +7,7 @@
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigration } from '../src/runner/migrate';
-import { verifyDatabase } from '../src/runner/verify';
+import { verifyDatabase } from '../src/runner/checks/verification';
 import { fingerprint } from './support/compare';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { captureOutput, createAppRoles, createRealisticDatabase, superuserSession, waitForLockWait } from './support/runner-helpers';

@@ -14,7 +14,7 @@ import { PassThrough } from 'node:stream';
 import { Client } from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../src/runner/main';
-import { decideResume, parseMarker, type DestinationState, type MigrationMarker, type SourceIdentity } from '../src/runner/marker';
+import { decideResume, parseMarker, type DestinationState, type MigrationMarker, type SourceIdentity } from '../src/runner/checks/progress-marker';
 import { runMigration } from '../src/runner/migrate';
 import { fingerprint as sourceDigest, type DatabaseFingerprint } from './support/compare';
 import { freePort, PG_BIN, startPgServer, type PgServer } from './support/pg-server';

@@ -6,7 +6,7 @@
  * the database-level settings are compared here from the catalogs.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseMarker } from '../src/runner/marker';
+import { parseMarker } from '../src/runner/checks/progress-marker';
 import { runMigration } from '../src/runner/migrate';
 import { fingerprint } from './support/compare';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';

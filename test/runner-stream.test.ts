@@ -6,9 +6,9 @@
 import { readdirSync } from 'node:fs';
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatMarker, parseMarker } from '../src/runner/marker';
+import { formatMarker, parseMarker } from '../src/runner/checks/progress-marker';
 import { runMigration } from '../src/runner/migrate';
-import { directorySize } from '../src/runner/progress';
+import { directorySize } from '../src/runner/report/progress';
 import { fingerprint } from './support/compare';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { captureOutput, createAppRoles, createRealisticDatabase, databaseExists, matviewStates, superuserSession, waitForLockWait } from './support/runner-helpers';

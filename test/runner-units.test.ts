@@ -6,12 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ToolFailedError, ToolTimeoutError } from '../src/runner/exec';
-import { Logger } from '../src/runner/log';
+import { ToolFailedError, ToolTimeoutError } from '../src/runner/postgres/exec';
+import { Logger } from '../src/runner/report/log';
 import { buildPlan, commandEnv, dbnameArg, formatCommand, passwordEnvNames, restoreCommand } from '../src/runner/plan';
-import { countTocEntries, directorySize, dumpProgressLine, RestoreProgress, startTicker } from '../src/runner/progress';
-import { backoffSeconds, PhaseError, withRetry } from '../src/runner/retry';
-import { compactSummary, finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult } from '../src/runner/summary';
+import { countTocEntries, directorySize, dumpProgressLine, RestoreProgress, startTicker } from '../src/runner/report/progress';
+import { backoffSeconds, PhaseError, withRetry } from '../src/runner/phases/retry';
+import { compactSummary, finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult } from '../src/runner/report/summary';
 import { parseArchiveList } from '../src/runner/stream/toc';
 import { makeRuntimeConfig } from './support/runtime-config';
 

@@ -6,7 +6,7 @@
  */
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tableChecksums } from '../src/runner/checksum';
+import { tableChecksums } from '../src/runner/checks/checksum';
 import { runMigration } from '../src/runner/migrate';
 import { streamDatabase } from '../src/runner/stream';
 import { copyTable } from '../src/runner/stream/copy-table';

@@ -8,10 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { libpqEnv } from '../src/runner/connection';
-import { tableChecksums } from '../src/runner/checksum';
-import { connect } from '../src/runner/connection';
-import { verifyDatabase } from '../src/runner/verify';
+import { libpqEnv } from '../src/runner/postgres/connection';
+import { tableChecksums } from '../src/runner/checks/checksum';
+import { connect } from '../src/runner/postgres/connection';
+import { verifyDatabase } from '../src/runner/checks/verification';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';
 import { makeRuntimeConfig, type TestRuntimeConfig } from './support/runtime-config';
 

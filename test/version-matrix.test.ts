@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyDatabase } from '../src/runner/verify';
+import { verifyDatabase } from '../src/runner/checks/verification';
 import { runCli } from './support/cli';
 import { fingerprint } from './support/compare';
 import { PG_BIN, startPgServer, type PgServer } from './support/pg-server';

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { formatPath } from '../spec/issues';
 import { CONTAINER_PATHS, runtimeConfigSchema, type RuntimeConfig } from '../spec/runtime-config';
 import { passwordEnvNames } from './plan';
-import { Logger } from './log';
+import { Logger } from './report/log';
 import { runMigration } from './migrate';
 import { cleanupReplication } from './online/cleanup';
 

@@ -14,14 +14,14 @@
  */
 import { dirname } from 'node:path';
 import { CONTAINER_PATHS, type RuntimeConfig } from '../spec/runtime-config';
-import { configureNetwork, releaseNetwork } from './connection';
-import { humanError } from './errors';
-import { Logger } from './log';
-import type { ResumeAction } from './marker';
+import { configureNetwork, releaseNetwork } from './postgres/connection';
+import { humanError } from './postgres/errors';
+import { Logger } from './report/log';
+import type { ResumeAction } from './checks/progress-marker';
 import { buildPlan, passwordEnvNames, type DatabasePlan, type MigrationPlan } from './plan';
-import type { DatabasePreflight } from './preflight';
-import { DEFAULT_PROGRESS_INTERVAL_MS, formatBytes, RunProgress, startTicker } from './progress';
-import { finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult, type RunSummary } from './summary';
+import type { DatabasePreflight } from './checks/preflight/checks';
+import { DEFAULT_PROGRESS_INTERVAL_MS, formatBytes, RunProgress, startTicker } from './report/progress';
+import { finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult, type RunSummary } from './report/summary';
 import { DatabaseRun, type RecordResult } from './phases/context';
 import { logPlan, printDryRun, printRolePlans } from './phases/dry-run';
 import { migrateDatabase } from './phases/modes';

@@ -5,8 +5,8 @@
  */
 import { join } from 'node:path';
 import type { ResolvedEndpoint, RuntimeConfig, RuntimeDatabase } from '../spec/runtime-config';
-import { libpqEnv } from './connection';
-import { restoreSectionArgs, schemaDumpArgs, type RestorePart } from './stream/tools';
+import { libpqEnv } from './postgres/connection';
+import { restoreSectionArgs, schemaDumpArgs, type RestorePart } from './stream/schema-archive';
 
 export type MigrationOptions = RuntimeConfig['migration'];
 

@@ -2,7 +2,7 @@
  * What a run is given besides its config: the passwords' environment, signals, output and the resume switch.
  * Shared by the orchestrator (migrate.ts) and the phases, so neither imports the other for it.
  */
-import type { RunProgress } from './progress';
+import type { RunProgress } from './report/progress';
 
 export interface RunMigrationOptions {
   /** The environment holding the passwords (by the variable names the config gives). */

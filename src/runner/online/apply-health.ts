@@ -8,7 +8,7 @@
  * and once apply moves again; after migration.online.applyStallSeconds the database fails.
  */
 import type { Client } from 'pg';
-import { formatDuration } from '../progress';
+import { formatDuration } from '../report/progress';
 import { faultFields, ReplicationFault, type FaultRecord } from './faults';
 import { applyErrors, formatLag, type ReplicationLag } from './lag';
 import type { OnlineLog } from './online-log';

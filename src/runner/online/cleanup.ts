@@ -5,9 +5,9 @@
  * summary printed: a source left read-only after a successful cutover is meant to stay so).
  */
 import type { RuntimeConfig } from '../../spec/runtime-config';
-import { configureNetwork, releaseNetwork } from '../connection';
-import { humanError } from '../errors';
-import type { Logger } from '../log';
+import { configureNetwork, releaseNetwork } from '../postgres/connection';
+import { humanError } from '../postgres/errors';
+import type { Logger } from '../report/log';
 import { replicationName } from './names';
 import { removeReplication } from './setup';
 

@@ -4,7 +4,7 @@
  * it is never logged: messages use {@link describeConninfo}.
  */
 import type { ResolvedEndpoint } from '../../spec/runtime-config';
-import { passwordFor } from '../connection';
+import { passwordFor } from '../postgres/connection';
 
 /** A libpq keyword/value string, each value single-quoted with ' and \ escaped. */
 export function subscriptionConninfo(ep: ResolvedEndpoint, env: NodeJS.ProcessEnv): string {

@@ -17,9 +17,9 @@
 import type { Client } from 'pg';
 import { escapeIdentifier, escapeLiteral } from 'pg';
 import type { ResolvedEndpoint } from '../../spec/runtime-config';
-import { connect } from '../connection';
+import { connect } from '../postgres/connection';
 import { waitApplied } from './lag';
-import { endQuietly } from './sessions';
+import { endQuietly } from './admin-sessions';
 import type { TableName } from './replication';
 
 export interface ConsistentReaderOptions {

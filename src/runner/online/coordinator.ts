@@ -9,7 +9,7 @@
  * the command has printed the outcome.
  */
 import type { RuntimeConfig } from '../../spec/runtime-config';
-import type { Logger } from '../log';
+import type { Logger } from '../report/log';
 import { ACK_WAIT_SECONDS, ACK_WAIT_STOPPED_SECONDS, controlDir, CutoverControl, type RunnerState } from './control';
 
 interface Request {

@@ -5,17 +5,17 @@
  */
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
-import { exportSnapshot } from '../checksum';
-import { readSequenceValues } from '../sequences';
+import { exportSnapshot } from '../checks/checksum';
+import { readSequenceValues } from '../checks/sequence-positions';
 import { copyLargeObjects } from '../stream/large-objects';
-import { tablesByName } from '../stream/catalog';
+import { tablesByName } from '../stream/table-catalog';
 import { copyTable } from '../stream/copy-table';
-import { openSnapshotReader, openWriter } from '../stream/sessions';
-import { setSequences } from '../stream/sequences';
-import { connect } from '../connection';
-import { schemaMatcher } from '../schemas';
-import { qualifiedName } from '../sql';
-import { endQuietly } from './sessions';
+import { openSnapshotReader, openWriter } from '../stream/snapshot-sessions';
+import { setSequences } from '../stream/set-sequences';
+import { connect } from '../postgres/connection';
+import { schemaMatcher } from '../checks/dumped-schemas';
+import { qualifiedName } from '../postgres/sql';
+import { endQuietly } from './admin-sessions';
 import type { SourceTable } from './tables';
 
 export interface SyncResult {

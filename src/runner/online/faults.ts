@@ -3,7 +3,7 @@
  * JSON log lines), the facts that go with it (blocking pids, wal_status, safe_wal_size, the apply error count),
  * and, when it ends a database, the error that carries the whole explanation into the summary.
  */
-import type { LogFields } from '../log';
+import type { LogFields } from '../report/log';
 
 export type FaultKind =
   /** The replication slot waits for transactions that hold a transaction id (warning). */

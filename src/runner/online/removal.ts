@@ -4,12 +4,12 @@
  * as soon as its server answers again, for a bounded time, with a line every progress interval saying what waits.
  */
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
-import { classifyError, errorClause } from '../errors';
-import { formatDuration } from '../progress';
-import { sleep } from '../retry';
+import { classifyError, errorClause } from '../postgres/errors';
+import { formatDuration } from '../report/progress';
+import { sleep } from '../phases/retry';
 import { replicationName } from './names';
 import { dropPublication, dropSlot, dropSubscription } from './replication';
-import { endQuietly, openDestinationAdmin, openSourceAdmin } from './sessions';
+import { endQuietly, openDestinationAdmin, openSourceAdmin } from './admin-sessions';
 import type { OnlineLog } from './online-log';
 import { removeReplication } from './setup';
 

@@ -11,8 +11,8 @@
 import type { Client } from 'pg';
 import { escapeIdentifier, escapeLiteral } from 'pg';
 import type { ResolvedEndpoint } from '../../spec/runtime-config';
-import { connect } from '../connection';
-import { closeClient } from '../stream/sessions';
+import { connect } from '../postgres/connection';
+import { closeClient } from '../stream/snapshot-sessions';
 
 export interface TableName {
   readonly schema: string;

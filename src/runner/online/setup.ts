@@ -8,7 +8,7 @@ import type { StreamResult } from '../stream';
 import { subscriptionConninfo } from './conninfo';
 import { replicationName } from './names';
 import { createPublication, createSlotWithSnapshot, createSubscription, dropReplication, enableSubscription, readReplicationObjects } from './replication';
-import { endQuietly, openDestinationAdmin, openSourceAdmin } from './sessions';
+import { endQuietly, openDestinationAdmin, openSourceAdmin } from './admin-sessions';
 import { watchSlotCreation } from './slot-wait';
 import type { OnlineLog } from './online-log';
 import { planPublication, type PublicationPlan } from './tables';

@@ -7,8 +7,8 @@
  */
 import type { Client } from 'pg';
 import { escapeLiteral } from 'pg';
-import { formatDuration } from '../progress';
-import { quoteIdent } from '../sql';
+import { formatDuration } from '../report/progress';
+import { quoteIdent } from '../postgres/sql';
 
 export interface BlockingSession {
   readonly pid: number;

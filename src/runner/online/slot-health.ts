@@ -5,7 +5,7 @@
  * next checkpoint (wal_status lost): the subscription can never continue from it, so the database fails at once.
  */
 import type { Client } from 'pg';
-import { formatBytes, formatDuration } from '../progress';
+import { formatBytes, formatDuration } from '../report/progress';
 import { faultFields, ReplicationFault, type FaultRecord } from './faults';
 import type { OnlineLog } from './online-log';
 

@@ -5,8 +5,8 @@
  * cancelled (PostgreSQL then removes the half-created slot itself) and the database fails with the same list.
  */
 import type { Client } from 'pg';
-import { formatDuration } from '../progress';
-import { sleep } from '../retry';
+import { formatDuration } from '../report/progress';
+import { sleep } from '../phases/retry';
 import { faultFields, ReplicationFault, type FaultRecord } from './faults';
 import type { OnlineLog } from './online-log';
 import { blockerCount, describeBlockers, readSlotBlockers, type SlotBlockers } from './slot-blockers';

@@ -6,7 +6,7 @@
  */
 import type { Client } from 'pg';
 import type { RuntimeConfig } from '../../spec/runtime-config';
-import { schemaMatcher } from '../schemas';
+import { schemaMatcher } from '../checks/dumped-schemas';
 
 export interface SourceTable {
   readonly schema: string;

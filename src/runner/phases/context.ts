@@ -4,19 +4,19 @@
  * the source side of verification). Each phase module takes a DatabaseRun and does one thing with it.
  */
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
-import type { TableChecksum } from '../checksum';
-import type { PhaseRunOptions } from '../dump';
-import { withDeadline } from '../exec';
-import type { Logger } from '../log';
+import type { TableChecksum } from '../checks/checksum';
+import type { PhaseRunOptions } from '../dump-restore/pg-dump';
+import { withDeadline } from '../postgres/exec';
+import type { Logger } from '../report/log';
 import {
   readSourceIdentity, type DumpPoint, type MarkerState, type MigrationMarker, type ResumeAction, type SourceIdentity,
-} from '../marker';
+} from '../checks/progress-marker';
 import type { RunMigrationOptions } from '../run-options';
 import type { DatabasePlan } from '../plan';
-import type { DatabasePreflight } from '../preflight';
-import { ensureDestinationDatabase, recordMarker, recreateDestinationDatabase, type DestinationOptions } from '../restore';
-import type { RetryPolicy } from '../retry';
-import type { DatabaseResult, Phase } from '../summary';
+import type { DatabasePreflight } from '../checks/preflight/checks';
+import { ensureDestinationDatabase, recordMarker, recreateDestinationDatabase, type DestinationOptions } from '../dump-restore/pg-restore';
+import type { RetryPolicy } from './retry';
+import type { DatabaseResult, Phase } from '../report/summary';
 import type { OnlineCoordinator } from '../online/coordinator';
 
 /** Records part of a database's result for the summary (errors are redacted). */

@@ -14,18 +14,18 @@
  * the operator's next attempt (a re-run continues from them), unless replication itself broke since.
  */
 import type { Client } from 'pg';
-import { classifyError, humanError } from '../errors';
-import { sleep } from '../retry';
-import { formatDuration, DEFAULT_PROGRESS_INTERVAL_MS } from '../progress';
+import { classifyError, humanError } from '../postgres/errors';
+import { sleep } from './retry';
+import { formatDuration, DEFAULT_PROGRESS_INTERVAL_MS } from '../report/progress';
 import type { CutoverTicket } from '../online/coordinator';
-import { cutoverDatabase, CutoverFailed } from '../online/cutover';
+import { cutoverDatabase, CutoverFailed } from '../online/cutover-steps';
 import { unfenceSql } from '../online/fence';
 import { ApplyHealthWatch, readApplyWorker } from '../online/apply-health';
 import { faultFields, ReplicationFault } from '../online/faults';
 import { formatLag, readLag, rowsWritten } from '../online/lag';
 import { removeReplicationPatiently } from '../online/removal';
 import { dropReplication } from '../online/replication';
-import { endQuietly, openDestinationAdmin, openSourceAdmin } from '../online/sessions';
+import { endQuietly, openDestinationAdmin, openSourceAdmin } from '../online/admin-sessions';
 import { SlotHealthWatch } from '../online/slot-health';
 import type { DatabaseRun } from './context';
 import { onlineLog, type Replication } from './replicate';

@@ -2,14 +2,14 @@
 import { replicationName } from '../online/names';
 import { dirname } from 'node:path';
 import type { RuntimeConfig } from '../../spec/runtime-config';
-import { describeEndpoint } from '../connection';
-import { humanError } from '../errors';
-import type { Logger } from '../log';
-import type { ResumeAction } from '../marker';
+import { describeEndpoint } from '../postgres/connection';
+import { humanError } from '../postgres/errors';
+import type { Logger } from '../report/log';
+import type { ResumeAction } from '../checks/progress-marker';
 import { dumpInSnapshotCommand, formatCommand, RUN_TIME_SNAPSHOT, type DatabasePlan, type MigrationPlan, type ToolCommand } from '../plan';
-import type { DatabasePreflight } from '../preflight';
-import { formatBytes } from '../progress';
-import { planRoles } from '../roles';
+import type { DatabasePreflight } from '../checks/preflight/checks';
+import { formatBytes } from '../report/progress';
+import { planRoles } from '../globals/copy-roles';
 
 /** The plan as the run's first lines: node, databases, options; each database's commands as debug lines. */
 export function logPlan(plan: MigrationPlan, logger: Logger, env: NodeJS.ProcessEnv): void {

@@ -3,16 +3,16 @@
  * verification, in a snapshot of the runner's own whose source side verify reads meanwhile.
  */
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
-import { exportSnapshot, releaseSnapshot, tableChecksums, tableRowCounts, type TableChecksum } from '../checksum';
-import { connect } from '../connection';
-import { dumpDatabase, type DumpResult, type PhaseRunOptions } from '../dump';
-import { classifyError } from '../errors';
-import { ToolAbortedError, ToolTimeoutError } from '../exec';
+import { exportSnapshot, releaseSnapshot, tableChecksums, tableRowCounts, type TableChecksum } from '../checks/checksum';
+import { connect } from '../postgres/connection';
+import { dumpDatabase, type DumpResult, type PhaseRunOptions } from '../dump-restore/pg-dump';
+import { classifyError } from '../postgres/errors';
+import { ToolAbortedError, ToolTimeoutError } from '../postgres/exec';
 import type { DatabasePlan } from '../plan';
-import type { DatabasePreflight } from '../preflight';
-import { directorySize, formatBytes, formatDuration } from '../progress';
-import { withRetry } from '../retry';
-import { quoteIdent } from '../sql';
+import type { DatabasePreflight } from '../checks/preflight/checks';
+import { directorySize, formatBytes, formatDuration } from '../report/progress';
+import { withRetry } from './retry';
+import { quoteIdent } from '../postgres/sql';
 import type { DatabaseRun } from './context';
 import { inSourceSnapshot } from './source-snapshot';
 

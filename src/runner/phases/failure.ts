@@ -1,10 +1,10 @@
 /** What a database's failed or interrupted migration records: the phase, a message that says why, and the tool's last lines. */
-import { humanError } from '../errors';
-import { ToolTimeoutError } from '../exec';
+import { humanError } from '../postgres/errors';
+import { ToolTimeoutError } from '../postgres/exec';
 import { faultFields, ReplicationFault } from '../online/faults';
-import { formatDuration } from '../progress';
-import { PhaseError } from '../retry';
-import type { Phase } from '../summary';
+import { formatDuration } from '../report/progress';
+import { PhaseError } from './retry';
+import type { Phase } from '../report/summary';
 import type { DatabaseRun } from './context';
 import { dumpFailure } from './dump';
 import { VerificationFailed } from './verify';

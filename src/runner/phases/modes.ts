@@ -2,8 +2,8 @@
  * A database's migration: the mode's phases in order over one DatabaseRun, then the failure report and the
  * dump directory's removal. A mode is a short list of phase calls; a new one is a function and a line in MODES.
  */
-import { describeEndpoint } from '../connection';
-import { removeDumpDir } from '../dump';
+import { describeEndpoint } from '../postgres/connection';
+import { removeDumpDir } from '../dump-restore/pg-dump';
 import type { RuntimeConfig } from '../../spec/runtime-config';
 import type { DatabaseRun } from './context';
 import { dumpPhase } from './dump';

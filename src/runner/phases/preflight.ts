@@ -4,15 +4,15 @@
  * refuse; a refusal stops the run too).
  */
 import type { RuntimeConfig } from '../../spec/runtime-config';
-import { connect } from '../connection';
-import { humanError } from '../errors';
-import { withDeadline } from '../exec';
-import type { Logger } from '../log';
-import { decideResume, readDestinationState, readSourceIdentity, type DestinationState, type ResumeAction } from '../marker';
+import { connect } from '../postgres/connection';
+import { humanError } from '../postgres/errors';
+import { withDeadline } from '../postgres/exec';
+import type { Logger } from '../report/log';
+import { decideResume, readDestinationState, readSourceIdentity, type DestinationState, type ResumeAction } from '../checks/progress-marker';
 import type { RunMigrationOptions } from '../run-options';
 import type { DatabasePlan, MigrationPlan } from '../plan';
-import { formatPreflightProblem, preflight, type DatabasePreflight, type PreflightProblem, type PreflightReport } from '../preflight';
-import { formatBytes, formatDuration } from '../progress';
+import { formatPreflightProblem, preflight, type DatabasePreflight, type PreflightProblem, type PreflightReport } from '../checks/preflight/checks';
+import { formatBytes, formatDuration } from '../report/progress';
 import type { RecordResult } from './context';
 
 /** What the checks found on each database, and what to do with what earlier attempts left, by database name. */

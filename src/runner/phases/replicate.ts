@@ -4,16 +4,16 @@
  * from the slot and subscription an earlier attempt left (nothing copied twice, nothing missed); if they are
  * gone, it starts over like a half-restored database.
  */
-import { classifyError } from '../errors';
-import { DEFAULT_PROGRESS_INTERVAL_MS, formatBytes, formatDuration } from '../progress';
+import { classifyError } from '../postgres/errors';
+import { DEFAULT_PROGRESS_INTERVAL_MS, formatBytes, formatDuration } from '../report/progress';
 import { ReplicationFault } from '../online/faults';
-import { withRetry } from '../retry';
+import { withRetry } from './retry';
 import type { OnlineLog } from '../online/online-log';
 import { replicationExists, startReplication } from '../online/setup';
 import { replicationName } from '../online/names';
-import { openSourceAdmin, endQuietly } from '../online/sessions';
+import { openSourceAdmin, endQuietly } from '../online/admin-sessions';
 import { planPublication, type PublicationPlan } from '../online/tables';
-import type { Logger } from '../log';
+import type { Logger } from '../report/log';
 import type { DatabaseRun } from './context';
 import { runStream, withCleanRestore } from './stream';
 

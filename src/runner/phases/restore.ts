@@ -1,7 +1,7 @@
 /** The restore and ANALYZE phases (dump mode): pg_restore of the dump into the destination, then fresh statistics. */
-import { formatDuration } from '../progress';
-import { analyzeDatabase, restoreDatabase } from '../restore';
-import { withRetry } from '../retry';
+import { formatDuration } from '../report/progress';
+import { analyzeDatabase, restoreDatabase } from '../dump-restore/pg-restore';
+import { withRetry } from './retry';
 import type { DatabaseRun } from './context';
 
 /**

@@ -1,7 +1,7 @@
 /** The roles phase (migration.roles): the roles the database needs, created on the destination before anything is restored. */
-import { formatDuration } from '../progress';
-import { withRetry } from '../retry';
-import { describeRoleResult, migrateRoles } from '../roles';
+import { formatDuration } from '../report/progress';
+import { withRetry } from './retry';
+import { describeRoleResult, migrateRoles } from '../globals/copy-roles';
 import type { DatabaseRun } from './context';
 
 export async function migrateRolesStep(run: DatabaseRun): Promise<void> {

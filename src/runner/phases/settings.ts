@@ -4,9 +4,9 @@
  * written. The comment is never carried: it holds the marker. Whatever the destination user may not do (or what
  * names a role that does not exist there, with roles: none) is logged with its SQL; it never fails the database.
  */
-import { connect } from '../connection';
-import { applyDatabaseSettings, readDatabaseSettings } from '../database-settings';
-import { humanError } from '../errors';
+import { connect } from '../postgres/connection';
+import { applyDatabaseSettings, readDatabaseSettings } from '../globals/database-settings';
+import { humanError } from '../postgres/errors';
 import type { DatabaseRun } from './context';
 
 /**

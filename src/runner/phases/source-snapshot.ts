@@ -5,9 +5,9 @@
  */
 import type { Client } from 'pg';
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
-import { tableChecksums, withSnapshot, type TableChecksum } from '../checksum';
-import { connect } from '../connection';
-import { cancelRunningQuery } from '../verify';
+import { tableChecksums, withSnapshot, type TableChecksum } from '../checks/checksum';
+import { connect } from '../postgres/connection';
+import { cancelRunningQuery } from '../checks/verification';
 
 /** Checksums of the source tables verify compares (its schema selection), read in `snapshot` (see inSourceSnapshot). */
 export async function checksumsInSnapshot(

@@ -3,13 +3,13 @@
  * stream engine (../stream); nothing on the dumps volume.
  */
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
-import { ToolAbortedError, ToolTimeoutError } from '../exec';
-import { estimate, RateWindow } from '../eta';
-import type { Logger, LogFields } from '../log';
+import { ToolAbortedError, ToolTimeoutError } from '../postgres/exec';
+import { estimate, RateWindow } from '../report/eta';
+import type { Logger, LogFields } from '../report/log';
 import {
   DEFAULT_PROGRESS_INTERVAL_MS, estimateFields, formatBytes, formatDuration, formatRate, formatTimeLeft, startTicker, type ProgressLine,
-} from '../progress';
-import { withRetry } from '../retry';
+} from '../report/progress';
+import { withRetry } from './retry';
 import { streamDatabase, StreamTimeoutError, type StreamProgress, type StreamResult } from '../stream';
 import type { DatabaseRun } from './context';
 import { checksumsInSnapshot } from './source-snapshot';

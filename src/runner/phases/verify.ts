@@ -2,11 +2,11 @@
  * The verify phase: the destination compared with the source (migration.verify), then the database marked
  * `verified` on the destination so that a re-run skips it.
  */
-import { classifyError, humanError } from '../errors';
-import { withDeadline } from '../exec';
-import { formatDuration } from '../progress';
-import { PhaseError, withRetry } from '../retry';
-import { verifyDatabase } from '../verify';
+import { classifyError, humanError } from '../postgres/errors';
+import { withDeadline } from '../postgres/exec';
+import { formatDuration } from '../report/progress';
+import { PhaseError, withRetry } from './retry';
+import { verifyDatabase } from '../checks/verification';
 import type { DatabaseRun } from './context';
 
 /** Thrown inside a phase when verification finds differences: permanent, never retried. */

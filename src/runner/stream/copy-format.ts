@@ -13,8 +13,8 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
-import type { TableToCopy } from './catalog';
-import type { CopyFormat } from './types';
+import type { TableToCopy } from './table-catalog';
+import type { CopyFormat } from './stream-types';
 import { copyOutSql } from './copy-table';
 import { CopyOutFrames } from './copy-frames';
 

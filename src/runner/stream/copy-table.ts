@@ -7,9 +7,9 @@
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { escapeIdentifier } from 'pg';
-import { qualifiedName as quoteQualified } from '../sql';
-import type { TableToCopy } from './catalog';
-import type { CopyFormat } from './types';
+import { qualifiedName as quoteQualified } from '../postgres/sql';
+import type { TableToCopy } from './table-catalog';
+import type { CopyFormat } from './stream-types';
 import { CopyInFrames, CopyOutFrames } from './copy-frames';
 
 export interface TableCopyResult {

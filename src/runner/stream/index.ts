@@ -1,3 +1,3 @@
 export { streamDatabase } from './stream-database';
-export type { StreamOptions, StreamPhase, StreamProgress, StreamResult } from './types';
-export { StreamAbortedError, StreamTimeoutError, StreamUnsupportedError } from './errors';
+export type { StreamOptions, StreamPhase, StreamProgress, StreamResult } from './stream-types';
+export { StreamAbortedError, StreamTimeoutError, StreamUnsupportedError } from './stream-errors';

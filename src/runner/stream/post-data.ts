@@ -8,7 +8,7 @@
  */
 import { rm, writeFile } from 'node:fs/promises';
 import type { ResolvedEndpoint } from '../../spec/runtime-config';
-import { restoreSection, type ToolContext } from './tools';
+import { restoreSection, type ToolContext } from './schema-archive';
 
 export interface PostDataOptions {
   readonly tools: ToolContext;

@@ -6,8 +6,8 @@
 import type { Client } from 'pg';
 import { escapeIdentifier, escapeLiteral } from 'pg';
 import type { ResolvedEndpoint } from '../../spec/runtime-config';
-import { connect } from '../connection';
-import { closeClient, destroyClient } from './sessions';
+import { connect } from '../postgres/connection';
+import { closeClient, destroyClient } from './snapshot-sessions';
 
 export class SourceSnapshot {
   private closed = false;

@@ -11,7 +11,7 @@
  */
 import type { Client } from 'pg';
 import { escapeIdentifier } from 'pg';
-import type { TableToCopy } from './catalog';
+import type { TableToCopy } from './table-catalog';
 import { qualifiedName } from './copy-table';
 
 export interface TablePart {
