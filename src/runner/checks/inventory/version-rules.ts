@@ -19,7 +19,7 @@
  *   itself (printedByDestination): identical queries then read identically, and a real change still differs.
  */
 import type { Client } from 'pg';
-import type { Inventory, InventoryObject } from './inventory';
+import type { Inventory, InventoryObject } from './inventory-types';
 import { normalizeSql } from '../../postgres/sql';
 
 /** Key class prefix of catalogued NOT NULL constraints: "not null constraint", "not null domain constraint". */
