@@ -1,5 +1,5 @@
 /**
- * The cross-version rules of verification (src/runner/inventory-versions.ts), on inventories as readInventory
+ * The cross-version rules of verification (src/runner/checks/inventory/version-rules.ts), on inventories as readInventory
  * builds them: each rule removes only what the newer server adds by itself, never a real difference. The same
  * rules against real servers of each version: version-matrix.test.ts.
  */

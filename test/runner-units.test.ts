@@ -10,7 +10,7 @@ import { ToolFailedError, ToolTimeoutError } from '../src/runner/postgres/exec';
 import { Logger } from '../src/runner/report/log';
 import { buildPlan, commandEnv, dbnameArg, formatCommand, passwordEnvNames, restoreCommand } from '../src/runner/plan';
 import { countTocEntries, directorySize, dumpProgressLine, RestoreProgress, startTicker } from '../src/runner/report/progress';
-import { backoffSeconds, PhaseError, withRetry } from '../src/runner/phases/retry';
+import { backoffSeconds, PhaseError, withRetry } from '../src/runner/postgres/retry';
 import { compactSummary, finishSummary, formatSummaryTable, writeSummaryFiles, type DatabaseResult } from '../src/runner/report/summary';
 import { parseArchiveList } from '../src/runner/stream/toc';
 import { makeRuntimeConfig } from './support/runtime-config';

@@ -1,6 +1,6 @@
 /**
  * The migration, phase by phase: plan, pre-flight every enabled database (any error stops the run before a
- * single dump), read what earlier attempts recorded on the destination (marker.ts: skip, reset or refuse),
+ * single dump), read what earlier attempts recorded on the destination (checks/progress-marker.ts: skip, reset or refuse),
  * then per database dump → restore → ANALYZE → verify → remove the dump, `migration.parallelDatabases` at a
  * time. Each phase has its own time limit, retries of transient failures, and a failure report naming the
  * database and the phase. The summary is built from what each phase recorded, in spec order.

@@ -146,7 +146,7 @@ export function dumpInSnapshotCommand(cmd: ToolCommand, snapshot: string): ToolC
   return { ...cmd, args: [...cmd.args.slice(0, at), `--snapshot=${snapshot}`, ...cmd.args.slice(at)] };
 }
 
-/** The stream engine's schema commands (stream/tools.ts builds the same arguments when it runs them). */
+/** The stream engine's schema commands (stream/schema-archive.ts builds the same arguments when it runs them). */
 export function streamPlan(db: RuntimeDatabase, config: RuntimeConfig, binDir?: string): StreamPlan {
   const options = config.migration;
   const archive = join(config.paths.tmp, `stream-${db.name}-<pid>-<time>.schema.dump`);

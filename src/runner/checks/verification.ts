@@ -198,7 +198,7 @@ export async function verifyDatabase(
     const { schemas: only, excludeSchemas } = config.migration.dump;
     const inventoryOpts = { schemas: only, excludeSchemas, includeAcl: !config.migration.restore.noAcl, includeOwners: !config.migration.restore.noOwner };
     const [srcInv, dstInv] = await Promise.all([readInventory(src, inventoryOpts), readInventory(dst, inventoryOpts)]);
-    // Across major versions, the source's view queries as the destination prints them (inventory-versions.ts).
+    // Across major versions, the source's view queries as the destination prints them (inventory/version-rules.ts).
     const srcAsPrinted = await printedByDestination(dst, srcInv, dstInv);
     for (const d of compareInventories(srcAsPrinted, dstInv)) {
       const [source, destination] = d.what === 'missing' ? ['present', 'missing']

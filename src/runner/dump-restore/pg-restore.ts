@@ -103,7 +103,7 @@ export async function recreateDestinationDatabase(
 }
 
 /**
- * Records the progress marker on the destination database (see marker.ts). Returns false, without writing,
+ * Records the progress marker on the destination database (see checks/progress-marker.ts). Returns false, without writing,
  * when the user may not (not the owner) or the database has a comment that is not ours.
  */
 export async function recordMarker(db: DatabasePlan, marker: MigrationMarker, opts: DestinationOptions): Promise<boolean> {

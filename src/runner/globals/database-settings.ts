@@ -71,7 +71,7 @@ export interface ApplyDatabaseSettingsOptions {
   readonly carryGrants?: boolean;
   /**
    * Carry COMMENT ON DATABASE. Off by default: the destination database's comment holds the runner's progress
-   * marker (marker.ts), which must not be overwritten while the migration may still be re-run.
+   * marker (checks/progress-marker.ts), which must not be overwritten while the migration may still be re-run.
    * @default false - the statement is returned in `deferred`
    */
   readonly carryComment?: boolean;

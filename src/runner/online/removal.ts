@@ -6,7 +6,7 @@
 import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
 import { classifyError, errorClause } from '../postgres/errors';
 import { formatDuration } from '../report/progress';
-import { sleep } from '../phases/retry';
+import { sleep } from '../postgres/retry';
 import { replicationName } from './names';
 import { dropPublication, dropSlot, dropSubscription } from './replication';
 import { endQuietly, openDestinationAdmin, openSourceAdmin } from './admin-sessions';

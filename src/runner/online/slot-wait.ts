@@ -6,7 +6,7 @@
  */
 import type { Client } from 'pg';
 import { formatDuration } from '../report/progress';
-import { sleep } from '../phases/retry';
+import { sleep } from '../postgres/retry';
 import { faultFields, ReplicationFault, type FaultRecord } from './faults';
 import type { OnlineLog } from './online-log';
 import { blockerCount, describeBlockers, readSlotBlockers, type SlotBlockers } from './slot-blockers';

@@ -15,7 +15,7 @@ import type { RunMigrationOptions } from '../run-options';
 import type { DatabasePlan } from '../plan';
 import type { DatabasePreflight } from '../checks/preflight/checks';
 import { ensureDestinationDatabase, recordMarker, recreateDestinationDatabase, type DestinationOptions } from '../dump-restore/pg-restore';
-import type { RetryPolicy } from './retry';
+import type { RetryPolicy } from '../postgres/retry';
 import type { DatabaseResult, Phase } from '../report/summary';
 import type { OnlineCoordinator } from '../online/coordinator';
 
@@ -138,7 +138,7 @@ export class DatabaseRun {
     return this.log.child({ phase });
   }
 
-  /** What a tool of `phase` runs with (dump.ts, restore.ts), but for its time limit. */
+  /** What a tool of `phase` runs with (dump-restore/pg-dump.ts, pg-restore.ts), but for its time limit. */
   phaseOptions(phase: Phase): Omit<PhaseRunOptions, 'timeoutMs'> {
     return { env: this.env, passwordVars: this.passwordVars, logger: this.phaseLog(phase), signal: this.signal, progressIntervalMs: this.options.progressIntervalMs };
   }

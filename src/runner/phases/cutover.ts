@@ -2,7 +2,7 @@
  * Online mode's second phase: catch-up, then the cutover. While the subscription applies the source's changes,
  * a progress line every interval gives the lag (bytes, seconds) and the rows applied, and the coordinator hears
  * whether this database is ready (lag below migration.online.readyLagBytes). When the coordinator says so
- * (cutover: auto, or the operator's command) the database cuts over (../online/cutover.ts); a failed cutover
+ * (cutover: auto, or the operator's command) the database cuts over (../online/cutover-steps.ts); a failed cutover
  * goes back to replicating and waits for the operator's next command.
  *
  * Each look also checks the slot's health on the source (slot-health.ts: an invalidated or vanished slot fails
@@ -15,7 +15,7 @@
  */
 import type { Client } from 'pg';
 import { classifyError, humanError } from '../postgres/errors';
-import { sleep } from './retry';
+import { sleep } from '../postgres/retry';
 import { formatDuration, DEFAULT_PROGRESS_INTERVAL_MS } from '../report/progress';
 import type { CutoverTicket } from '../online/coordinator';
 import { cutoverDatabase, CutoverFailed } from '../online/cutover-steps';

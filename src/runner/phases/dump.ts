@@ -11,7 +11,7 @@ import { ToolAbortedError, ToolTimeoutError } from '../postgres/exec';
 import type { DatabasePlan } from '../plan';
 import type { DatabasePreflight } from '../checks/preflight/checks';
 import { directorySize, formatBytes, formatDuration } from '../report/progress';
-import { withRetry } from './retry';
+import { withRetry } from '../postgres/retry';
 import { quoteIdent } from '../postgres/sql';
 import type { DatabaseRun } from './context';
 import { inSourceSnapshot } from './source-snapshot';

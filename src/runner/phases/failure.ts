@@ -3,7 +3,7 @@ import { humanError } from '../postgres/errors';
 import { ToolTimeoutError } from '../postgres/exec';
 import { faultFields, ReplicationFault } from '../online/faults';
 import { formatDuration } from '../report/progress';
-import { PhaseError } from './retry';
+import { PhaseError } from '../postgres/retry';
 import type { Phase } from '../report/summary';
 import type { DatabaseRun } from './context';
 import { dumpFailure } from './dump';

@@ -1,6 +1,6 @@
 /**
  * Before anything moves: pre-flight every enabled database (any error stops the run before a single dump),
- * then read what earlier attempts left on the destination and decide per database (marker.ts: skip, reset or
+ * then read what earlier attempts left on the destination and decide per database (checks/progress-marker.ts: skip, reset or
  * refuse; a refusal stops the run too).
  */
 import type { RuntimeConfig } from '../../spec/runtime-config';
@@ -137,7 +137,7 @@ function interrupted(plan: MigrationPlan, pfLog: Logger, record: RecordResult): 
   return undefined;
 }
 
-/** Reads the source's identity and the destination's marker, and decides (marker.ts decideResume). */
+/** Reads the source's identity and the destination's marker, and decides (progress-marker.ts decideResume). */
 async function resumeAction(db: DatabasePlan, config: RuntimeConfig, env: NodeJS.ProcessEnv, resume: boolean): Promise<ResumeAction> {
   const connectTimeoutSeconds = config.migration.timeouts.connect;
   const destination = await readDestination(db, env, connectTimeoutSeconds);

@@ -7,7 +7,7 @@
 import { classifyError } from '../postgres/errors';
 import { DEFAULT_PROGRESS_INTERVAL_MS, formatBytes, formatDuration } from '../report/progress';
 import { ReplicationFault } from '../online/faults';
-import { withRetry } from './retry';
+import { withRetry } from '../postgres/retry';
 import type { OnlineLog } from '../online/online-log';
 import { replicationExists, startReplication } from '../online/setup';
 import { replicationName } from '../online/names';

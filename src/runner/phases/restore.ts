@@ -1,7 +1,7 @@
 /** The restore and ANALYZE phases (dump mode): pg_restore of the dump into the destination, then fresh statistics. */
 import { formatDuration } from '../report/progress';
 import { analyzeDatabase, restoreDatabase } from '../dump-restore/pg-restore';
-import { withRetry } from './retry';
+import { withRetry } from '../postgres/retry';
 import type { DatabaseRun } from './context';
 
 /**

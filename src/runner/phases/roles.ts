@@ -1,6 +1,6 @@
 /** The roles phase (migration.roles): the roles the database needs, created on the destination before anything is restored. */
 import { formatDuration } from '../report/progress';
-import { withRetry } from './retry';
+import { withRetry } from '../postgres/retry';
 import { describeRoleResult, migrateRoles } from '../globals/copy-roles';
 import type { DatabaseRun } from './context';
 

@@ -11,7 +11,7 @@ import type { DatabaseRun } from './context';
 
 /**
  * Reads the source database's settings, grants and owner and applies them to the destination database
- * (database-settings.ts). Never fails the database: it is migrated and verified already; what could not be
+ * (globals/database-settings.ts). Never fails the database: it is migrated and verified already; what could not be
  * applied is logged with the SQL for an administrator.
  */
 export async function carryDatabaseSettings(run: DatabaseRun): Promise<void> {

@@ -9,7 +9,7 @@ import type { Logger, LogFields } from '../report/log';
 import {
   DEFAULT_PROGRESS_INTERVAL_MS, estimateFields, formatBytes, formatDuration, formatRate, formatTimeLeft, startTicker, type ProgressLine,
 } from '../report/progress';
-import { withRetry } from './retry';
+import { withRetry } from '../postgres/retry';
 import { streamDatabase, StreamTimeoutError, type StreamProgress, type StreamResult } from '../stream';
 import type { DatabaseRun } from './context';
 import { checksumsInSnapshot } from './source-snapshot';

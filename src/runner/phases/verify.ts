@@ -5,7 +5,7 @@
 import { classifyError, humanError } from '../postgres/errors';
 import { withDeadline } from '../postgres/exec';
 import { formatDuration } from '../report/progress';
-import { PhaseError, withRetry } from './retry';
+import { PhaseError, withRetry } from '../postgres/retry';
 import { verifyDatabase } from '../checks/verification';
 import type { DatabaseRun } from './context';
 

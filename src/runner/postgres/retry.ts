@@ -2,8 +2,8 @@
  * Retries of one phase: only failures classifyError calls transient are tried again, with a delay that
  * doubles each time (capped). Permanent failures, timeouts and interruptions fail at once, and say so.
  */
-import { classifyError, type ErrorClass } from '../postgres/errors';
-import { ToolAbortedError, ToolTimeoutError } from '../postgres/exec';
+import { classifyError, type ErrorClass } from './errors';
+import { ToolAbortedError, ToolTimeoutError } from './exec';
 import type { Logger } from '../report/log';
 
 export interface RetryPolicy {

@@ -2,7 +2,7 @@
  * COPY format per table. Binary skips formatting and parsing numbers and timestamps, but its layout is only
  * guaranteed between servers of the same major version, and only for types with binary send and receive
  * functions; otherwise text, which both servers parse with the same DateStyle, IntervalStyle, TimeZone and
- * extra_float_digits (sessions.ts), the way pg_dump's own data files are read back.
+ * extra_float_digits (snapshot-sessions.ts), the way pg_dump's own data files are read back.
  *
  * Where both are possible, a large table's format is chosen by measurement: a sample of its rows is printed in
  * both formats (in the stream's snapshot) and the one with fewer bytes on the wire wins, except that binary

@@ -1,5 +1,5 @@
 /**
- * pg_dump and pg_restore for the stream engine, run through `runTool` (exec.ts), the one place processes
+ * pg_dump and pg_restore for the stream engine, run through `runTool` (postgres/exec.ts), the one place processes
  * are started. The schema (pre-data and post-data sections) is dumped once, in the source snapshot, to a
  * small custom-format archive in the tmp directory: pre-data is restored from it before the COPY, post-data
  * (indexes, constraints, triggers, matview refreshes) after it, in parallel (-j needs a seekable archive).

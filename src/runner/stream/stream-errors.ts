@@ -1,6 +1,6 @@
 /**
  * Why a stream run stopped when no server or tool error explains it. Server errors (node-postgres, with a
- * SQLSTATE) and tool errors (ToolError from exec.ts) pass through unchanged, so `classifyError` still reads them.
+ * SQLSTATE) and tool errors (ToolError from postgres/exec.ts) pass through unchanged, so `classifyError` still reads them.
  */
 
 /** The caller's signal fired: the run was interrupted (SIGTERM/SIGINT of the runner). */

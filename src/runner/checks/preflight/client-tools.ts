@@ -19,7 +19,7 @@ export async function clientToolVersion(tool: 'pg_dump' | 'pg_restore', binDir: 
   if (!path) {
     return { tool, path: binDir ? join(binDir, tool) : tool, error: binDir ? `not found in ${binDir}` : 'not found on PATH' };
   }
-  // Spawned like every other tool (exec.ts): own process group, bounded time, output streamed by line.
+  // Spawned like every other tool (postgres/exec.ts): own process group, bounded time, output streamed by line.
   const stdout: string[] = [];
   const output = await runTool({
     cmd: path, args: ['--version'], env: { ...env, LC_ALL: 'C' }, timeoutMs: 15_000, phase: 'preflight', killGraceMs: 1000,

@@ -56,7 +56,7 @@ export async function checkDestination(
     }
 
     // A database an earlier attempt of db-migration filled carries its marker: not foreign data. Whether it is
-    // skipped, reset or refused is decided from the marker after pre-flight (see marker.ts).
+    // skipped, reset or refused is decided from the marker after pre-flight (see progress-marker.ts).
     const state = await readDestinationState(client, ep.database);
     if (!state.marker) {
       const objects = m.restore.clean ? [] : await listUserObjects(client);
