@@ -1,4 +1,9 @@
 /**
+ * Folder checks/: what is found out rather than moved: pre-flight (preflight/), verification (this file) with the
+ * schema inventory (inventory/), checksums, sequence positions, the schemas a dump covers and the progress marker
+ * on the destination. Read only on the source. Imports postgres/, report/, and globals/ and online/ for their
+ * pre-flight checks; imported by phases/, the engines and migrate.ts.
+ *
  * Verification after the restore, source against destination, in the schemas the dump covers:
  * - `counts`: exact row counts of every table (leaf partitions counted, partitioned parents not, so no row is
  *   counted twice) and materialized view, the state of every sequence, and the object inventory (tables,

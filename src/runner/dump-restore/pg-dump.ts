@@ -1,4 +1,7 @@
 /**
+ * Folder dump-restore/: the engine of dump mode: pg_dump (this file), pg_restore and the ANALYZE after it.
+ * Imports postgres/, report/, checks/ (the progress marker) and the plan's types; imported by phases/ and stream/.
+ *
  * The dump phase: pg_dump in directory format into `<dumps>/<database>`, read only on the source. With
  * `--jobs` pg_dump exports a snapshot and its workers share it, so the dump is consistent. Every attempt
  * starts from an empty directory (pg_dump refuses a non-empty one, and a partial dump must never be restored).

@@ -1,4 +1,7 @@
 /**
+ * Folder globals/: what lives outside a database: roles (planned from pg_dumpall, created on the destination;
+ * this file) and per-database settings. Imports postgres/ and checks/; imported by phases/ and checks/preflight.
+ *
  * Roles on the destination (`migration.roles`): the roles a migrated database needs are created there before
  * the restore, so pg_restore can set owners, GRANTs and policies instead of silently losing them.
  *

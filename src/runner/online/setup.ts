@@ -1,4 +1,9 @@
 /**
+ * Folder online/: the engine of online mode: logical replication (publication, slot, subscription; this file
+ * starts them), its health (slot blockers, slot WAL, apply), the run-wide coordinator and the operator's cutover
+ * command (control.ts), the cutover's steps and the fence. Imports stream/ (the initial copy), checks/, postgres/,
+ * report/; imported by phases/, checks/preflight (its pre-flight) and main.ts (--cleanup).
+ *
  * Online mode's start for one database: publication, slot (its snapshot read by stream mode's parallel COPY),
  * then the subscription bound to the slot. Whatever it created is dropped again if it fails.
  */

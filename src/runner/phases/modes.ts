@@ -1,4 +1,8 @@
 /**
+ * Folder phases/: the modes (this file: each a short list of phases) and the phases, one module each over one
+ * DatabaseRun (context.ts), with the failure report (failure.ts). Phases call the engines (dump-restore/, stream/,
+ * online/, globals/) and checks/; only migrate.ts imports this folder.
+ *
  * A database's migration: the mode's phases in order over one DatabaseRun, then the failure report and the
  * dump directory's removal. A mode is a short list of phase calls; a new one is a function and a line in MODES.
  */

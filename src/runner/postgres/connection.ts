@@ -1,4 +1,8 @@
 /**
+ * Folder postgres/: PostgreSQL access: connections (this file), SQL helpers, the TCP watchdog, error
+ * classification and retries, and exec.ts, the one place the client tools are started. Imports only report/;
+ * imported by every other folder.
+ *
  * How the runner reaches a server: node-postgres client settings for its own queries, and the libpq
  * environment for pg_dump / pg_restore / psql. Passwords come from environment variables only (the Job maps
  * them from Secrets) and never appear in command-line arguments, messages or errors.

@@ -1,4 +1,7 @@
 /**
+ * Folder report/: what people and log collectors see: the logger (this file), progress lines with rate and
+ * ETA, and the summary. Imports nothing else of the runner but online/'s fault record type; imported by all.
+ *
  * The runner's logger: one line per event, as text for people or JSON for log collectors, to the given
  * stream and to `<logs>/migration.log`. Every line passes through secret redaction first, so a password
  * that ends up in an error message or a tool's output never reaches a log.
