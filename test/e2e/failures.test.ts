@@ -63,8 +63,10 @@ describe.skipIf(!RUN_E2E)('failures in a real cluster', () => {
     expect(await kubectlOk(['-n', ns, 'describe', 'job', 'wrong-pw'])).toMatch(/BackoffLimitExceeded/);
     // and nothing reached the destination, and no password reached the logs
     expect(await destination.query("SELECT 1 FROM pg_database WHERE datname = 'inventory'")).toEqual([]);
-    const logs = await kubectlOk(['-n', ns, 'logs', '-l', 'job-name=wrong-pw', '--all-containers', '--prefix']);
+    const logs = await kubectlOk(['-n', ns, 'logs', '-l', 'job-name=wrong-pw', '--all-containers', '--prefix', '--tail=-1']);
     expect(logs).toMatch(/password authentication failed/);
+    // each pod's log says that nothing moved
+    for (const pod of pods) expect(logs).toMatch(new RegExp(`^\\[pod/${pod.metadata.name}/runner\\] .*pre-flight failed: nothing was dumped or restored`, 'm'));
     assertNoSecret([source.superPassword, destination.superPassword, 'not-the-password'], logs, described);
   }, E2E_TIMEOUT);
 
