@@ -15,7 +15,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach } from 'vitest';
 import { REPO } from './repo';
-import { helperRoot, keepStandInRootsIn, nodeImageRoot, officialNodeBinary } from './rootfs';
+import { busyboxRoot, helperRoot, keepStandInRootsIn, nodeImageRoot, officialNodeBinary } from './rootfs';
 
 export const KIT = join(REPO, '..', 'shared', 'k8s');
 export const STATE_DIR = process.env.DBM_K8S_STATE ?? '/tmp/dbm-k8s';
@@ -25,6 +25,8 @@ export const POD_GATEWAY = '198.18.200.1';
 export const POD_NETWORK = '198.18.200.0/24';
 /** Stand-in roots kept between runs (so unchanged images are not imported again) and the lock file. */
 export const E2E_DIR = '/var/tmp/db-migration-e2e';
+/** The host-wide lock under which the cluster is started and the kept roots are built. */
+export const E2E_LOCK = join(E2E_DIR, 'lock');
 
 /** Per-test timeout of the end-to-end scenarios (each wait inside is bounded on its own). */
 export const E2E_TIMEOUT = 900_000;
@@ -102,7 +104,7 @@ let started: Promise<Cluster> | undefined;
  */
 export function startCluster(defaultImages: () => Promise<readonly string[]>): Promise<Cluster> {
   mkdirSync(E2E_DIR, { recursive: true, mode: 0o755 });
-  started ??= withHostLock(join(E2E_DIR, 'lock'), 900_000, async () => {
+  started ??= withHostLock(E2E_LOCK, 900_000, async () => {
     const t0 = Date.now();
     const up = await run(join(KIT, 'k8s-up'), [STATE_DIR], { timeoutMs: 600_000 });
     if (up.code !== 0 || up.stdout.trim() !== KUBECONFIG) throw new Error(`k8s-up exited ${up.code}:\n${up.stdout}${up.stderr}`);
@@ -115,10 +117,14 @@ export function startCluster(defaultImages: () => Promise<readonly string[]>): P
   return started;
 }
 
-/** k8s-image NAME ROOT: the helper or the node stand-in root, kept in E2E_DIR (skipped by the kit when unchanged). */
-export async function importImage(name: string, root: 'helper' | 'node', ...options: string[]): Promise<void> {
+/**
+ * k8s-image NAME ROOT: the helper, the node or the static busybox stand-in root (rootfs.ts), kept in E2E_DIR
+ * (skipped by the kit when unchanged). A root not yet built is built here: call it under the host lock
+ * (withHostLock of E2E_LOCK) unless startCluster built it.
+ */
+export async function importImage(name: string, root: 'helper' | 'node' | 'busybox', ...options: string[]): Promise<void> {
   keepStandInRootsIn(join(E2E_DIR, 'roots'));
-  const dir = root === 'helper' ? helperRoot() : nodeImageRoot(officialNodeBinary(24));
+  const dir = root === 'helper' ? helperRoot() : root === 'node' ? nodeImageRoot(officialNodeBinary(24)) : busyboxRoot();
   const r = await run(join(KIT, 'k8s-image'), ['--state', STATE_DIR, name, dir, ...options], { timeoutMs: 300_000 });
   if (r.code !== 0) throw new Error(`k8s-image ${name} exited ${r.code}:\n${r.stdout}${r.stderr}`);
 }
