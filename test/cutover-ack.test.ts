@@ -100,6 +100,28 @@ describe.each(['cutover.sh', 'db-migration cutover'] as const)('%s against the r
     expect(log()).not.toContain('did not confirm');
   });
 
+  it('given a cutover asked for before every database is ready, then it waits, cuts over once ready, and the command prints the outcome and exits 0 before the runner exits', async () => {
+    const work = tempDir();
+    const { coordinator } = coordinatorFor(work);
+    await coordinator.start();
+    coordinator.update('app', { state: 'replicating', ready: false, status: 'catching up' });
+    await sleep(1100); // the next heartbeat says "replicating"
+    const command = startCommand(kind, work);
+    // The runner takes the request while "app" still catches up (its 1 s tick); nothing cuts over yet.
+    await sleep(2500);
+    expect(coordinator.ticketFor('app')).toBeUndefined();
+    expect(command.exited()).toBe(false);
+    await cutOverWhenAsked(coordinator, true);
+    await coordinator.stop();
+    const exitedBeforeKill = command.exited();
+    command.kill();
+    const res = await command.done;
+    expect(exitedBeforeKill).toBe(true);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/^cutover \S+ requested \(the runner is replicating; it cuts over once every database is ready\)\n/);
+    expect(res.stdout).toMatch(/cutover succeeded: every database is cut over; longest write pause 0\.4s\n$/);
+  });
+
   it('given the run ends while a cutover request is still open, then the command is told it failed, prints why and exits 1 before the runner exits', async () => {
     const work = tempDir();
     const { coordinator } = coordinatorFor(work);

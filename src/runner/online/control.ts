@@ -208,7 +208,8 @@ if [ "$(cut -d' ' -f1 "$dir/heartbeat")" = finished ]; then
 fi
 id="$(date +%s)-$$"
 printf '%s\\n' "$id" > "$dir/cutover-request.$$.tmp" && mv "$dir/cutover-request.$$.tmp" "$dir/cutover-request"
-echo "cutover $id requested (the runner is $(cut -d' ' -f1 "$dir/heartbeat"))"
+state=$(cut -d' ' -f1 "$dir/heartbeat")
+if [ "$state" = ready ]; then echo "cutover $id requested (the runner is ready)"; else echo "cutover $id requested (the runner is $state; it cuts over once every database is ready)"; fi
 printed=0
 show() {
   [ -f "$dir/cutover-$id.log" ] || return 0
