@@ -8,10 +8,8 @@ import { classifyError, errorClause } from '../postgres/errors';
 import { formatDuration } from '../report/progress';
 import { sleep } from '../postgres/retry';
 import { replicationName } from './names';
-import { dropPublication, dropSlot, dropSubscription } from './replication';
-import { endQuietly, openDestinationAdmin, openSourceAdmin } from './admin-sessions';
 import type { OnlineLog } from './online-log';
-import { removeReplication } from './setup';
+import { removeFromDestination, removeFromSource, removeReplication } from './setup';
 
 export interface PatientRemoval {
   readonly log: OnlineLog;
@@ -32,24 +30,9 @@ export async function removeReplicationPatiently(db: RuntimeDatabase, config: Ru
     if (!classifyError(err).transient) throw err;
   }
   const name = replicationName(config.name, db.name);
-  const t = config.migration.timeouts.connect;
   const sides = {
-    destination: async () => {
-      const c = await openDestinationAdmin(db.destination, env, t).catch((e: { code?: string }) => { if (e.code === '3D000') return undefined; throw e; });
-      try {
-        return c && await dropSubscription(c, name) ? [`subscription ${name} (destination)`] : [];
-      } finally {
-        await endQuietly(c);
-      }
-    },
-    source: async () => {
-      const c = await openSourceAdmin(db.source, env, t);
-      try {
-        return [...await dropSlot(c, name) ? [`replication slot ${name} (source)`] : [], ...await dropPublication(c, name) ? [`publication ${name} (source)`] : []];
-      } finally {
-        await endQuietly(c);
-      }
-    },
+    destination: () => removeFromDestination(db, config, env),
+    source: () => removeFromSource(db, config, env),
   };
   const removed: string[] = [];
   const pending = new Set(Object.keys(sides) as (keyof typeof sides)[]);

@@ -166,8 +166,17 @@ export async function dropPublication(source: Client, name: string): Promise<boo
  * "subscription x" / "replication slot x" / "publication x".
  */
 export async function dropReplication(source: Client, destination: Client | undefined, name: string): Promise<string[]> {
+  return [...await dropDestinationObjects(destination, name), ...await dropSourceObjects(source, name)];
+}
+
+/** The destination's part of dropReplication: the subscription (none when the database does not exist). */
+export async function dropDestinationObjects(destination: Client | undefined, name: string): Promise<string[]> {
+  return destination && await dropSubscription(destination, name) ? [`subscription ${name} (destination)`] : [];
+}
+
+/** The source's part of dropReplication: the slot, then the publication. */
+export async function dropSourceObjects(source: Client, name: string): Promise<string[]> {
   const removed: string[] = [];
-  if (destination && await dropSubscription(destination, name)) removed.push(`subscription ${name} (destination)`);
   if (await dropSlot(source, name)) removed.push(`replication slot ${name} (source)`);
   if (await dropPublication(source, name)) removed.push(`publication ${name} (source)`);
   return removed;

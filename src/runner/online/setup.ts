@@ -12,7 +12,10 @@ import type { RuntimeConfig, RuntimeDatabase } from '../../spec/runtime-config';
 import type { StreamResult } from '../stream';
 import { subscriptionConninfo } from './conninfo';
 import { replicationName } from './names';
-import { createPublication, createSlotWithSnapshot, createSubscription, dropReplication, enableSubscription, readReplicationObjects } from './replication';
+import {
+  createPublication, createSlotWithSnapshot, createSubscription, dropDestinationObjects, dropReplication, dropSourceObjects, enableSubscription,
+  readReplicationObjects,
+} from './replication';
 import { endQuietly, openDestinationAdmin, openSourceAdmin } from './admin-sessions';
 import { watchSlotCreation } from './slot-wait';
 import type { OnlineLog } from './online-log';
@@ -39,18 +42,44 @@ export interface StartOptions {
 
 /** Removes this database's replication objects; returns what it removed. Never throws for a missing destination database. */
 export async function removeReplication(db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv): Promise<string[]> {
-  const name = replicationName(config.name, db.name);
-  const t = config.migration.timeouts.connect;
-  const source = await openSourceAdmin(db.source, env, t);
-  const destination = await openDestinationAdmin(db.destination, env, t).catch((err: { code?: string }) => {
-    if (err.code === '3D000') return undefined;
+  const source = await openSourceAdmin(db.source, env, config.migration.timeouts.connect);
+  const destination = await openDestinationIfExists(db, config, env).catch(async (err: unknown) => {
+    await endQuietly(source);
     throw err;
   });
   try {
-    return await dropReplication(source, destination, name);
+    return await dropReplication(source, destination, replicationName(config.name, db.name));
   } finally {
     await endQuietly(source, destination);
   }
+}
+
+/** removeReplication's destination side alone (the subscription), for when the source does not answer. */
+export async function removeFromDestination(db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv): Promise<string[]> {
+  const destination = await openDestinationIfExists(db, config, env);
+  try {
+    return await dropDestinationObjects(destination, replicationName(config.name, db.name));
+  } finally {
+    await endQuietly(destination);
+  }
+}
+
+/** removeReplication's source side alone (slot and publication), for when the destination does not answer. */
+export async function removeFromSource(db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv): Promise<string[]> {
+  const source = await openSourceAdmin(db.source, env, config.migration.timeouts.connect);
+  try {
+    return await dropSourceObjects(source, replicationName(config.name, db.name));
+  } finally {
+    await endQuietly(source);
+  }
+}
+
+/** The destination database's admin session; undefined when the database does not exist (nothing to remove there). */
+async function openDestinationIfExists(db: RuntimeDatabase, config: RuntimeConfig, env: NodeJS.ProcessEnv): Promise<Client | undefined> {
+  return openDestinationAdmin(db.destination, env, config.migration.timeouts.connect).catch((err: { code?: string }) => {
+    if (err.code === '3D000') return undefined;
+    throw err;
+  });
 }
 
 export async function startReplication(db: RuntimeDatabase, config: RuntimeConfig, opts: StartOptions): Promise<ReplicationStart> {
