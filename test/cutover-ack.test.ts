@@ -46,6 +46,17 @@ function startCommand(kind: 'cutover.sh' | 'db-migration cutover', work: string)
   return { done, kill: () => { if (!exited) child.kill('SIGKILL'); }, exited: () => exited };
 }
 
+/**
+ * The runner exits (stop() returns) and the container's end kills what exec started, as the kubelet does: the
+ * command's result, and whether it had exited on its own before that kill.
+ */
+async function runnerExits(coordinator: OnlineCoordinator, command: Command, signal?: AbortSignal) {
+  await coordinator.stop(signal);
+  const exitedBeforeKill = command.exited();
+  command.kill();
+  return { exitedBeforeKill, ...await command.done };
+}
+
 /** A coordinator as the runner makes it for one database, on a work dir's control directory. */
 function coordinatorFor(work: string, cutover: 'manual' | 'auto' = 'manual') {
   const { config, cleanup } = makeRuntimeConfig({
@@ -88,11 +99,8 @@ describe.each(['cutover.sh', 'db-migration cutover'] as const)('%s against the r
     const command = startCommand(kind, work);
     await cutOverWhenAsked(coordinator, true);
     // The run ends: the runner exits as soon as stop() returns; the kubelet then kills what exec started.
-    await coordinator.stop();
-    const exitedBeforeKill = command.exited();
-    command.kill();
-    const res = await command.done;
-    expect(exitedBeforeKill).toBe(true);
+    const res = await runnerExits(coordinator, command);
+    expect(res.exitedBeforeKill).toBe(true);
     expect(res.signal).toBeNull();
     expect(res.code).toBe(0);
     expect(res.stdout).toContain('[app] cut over: write pause 0.42s (fence to verified)\n');
@@ -112,11 +120,8 @@ describe.each(['cutover.sh', 'db-migration cutover'] as const)('%s against the r
     expect(coordinator.ticketFor('app')).toBeUndefined();
     expect(command.exited()).toBe(false);
     await cutOverWhenAsked(coordinator, true);
-    await coordinator.stop();
-    const exitedBeforeKill = command.exited();
-    command.kill();
-    const res = await command.done;
-    expect(exitedBeforeKill).toBe(true);
+    const res = await runnerExits(coordinator, command);
+    expect(res.exitedBeforeKill).toBe(true);
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/^cutover \S+ requested \(the runner is replicating; it cuts over once every database is ready\)\n/);
     expect(res.stdout).toMatch(/cutover succeeded: every database is cut over; longest write pause 0\.4s\n$/);
@@ -133,11 +138,8 @@ describe.each(['cutover.sh', 'db-migration cutover'] as const)('%s against the r
     const stopped = new AbortController();
     stopped.abort();
     coordinator.leave('app');
-    await coordinator.stop(stopped.signal);
-    const exitedBeforeKill = command.exited();
-    command.kill();
-    const res = await command.done;
-    expect(exitedBeforeKill).toBe(true);
+    const res = await runnerExits(coordinator, command, stopped.signal);
+    expect(res.exitedBeforeKill).toBe(true);
     expect(res.code).toBe(1);
     expect(res.stdout).toMatch(/cutover failed: app stopped before cutting over: the log says why\n$/);
   });
